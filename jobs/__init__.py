@@ -1,0 +1,1 @@
+"""Thin entry points that wire the packages together; each runs as ``copa <job>`` and ``python -m jobs.<job>``."""

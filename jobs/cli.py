@@ -1,0 +1,37 @@
+"""``copa <job> ...``: one console script that dispatches to ``jobs.<job>.main``.
+
+Job modules are imported only when called, so ``copa synth`` does not pay for importing torch or Ray.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+JOBS = {
+    "synth": "write a synthetic corpus in the real COCO / Visual Genome / web-caption formats",
+    "demo": "run the whole system on the embedded default (synthetic corpus, local Ray, CPU)",
+}
+
+
+def usage() -> str:
+    width = max(map(len, JOBS))
+    lines = [f"  {name:<{width}}  {doc}" for name, doc in JOBS.items()]
+    return "usage: copa <job> [options]\n\njobs:\n" + "\n".join(lines) + "\n\n'copa <job> --help' describes a job.\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage(), end="")
+        return 0
+    job, rest = argv[0], argv[1:]
+    if job not in JOBS:
+        print(f"copa: unknown job {job!r}\n\n{usage()}", end="", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"jobs.{job}")
+    return module.main(rest)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
