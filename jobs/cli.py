@@ -11,6 +11,7 @@ import sys
 JOBS = {
     "synth": "write a synthetic corpus in the real COCO / Visual Genome / web-caption formats",
     "demo": "run the whole system on the embedded default (synthetic corpus, local Ray, CPU)",
+    "bench": "benchmarks, each against a baseline in the same run (copa bench --help)",
 }
 
 
