@@ -10,6 +10,8 @@ import importlib
 import sys
 
 BENCHMARKS = {
+    "labels": "patch-coverage labels per core vs JPEG decoding",
+    "ingest": "source readers: rows/s and peak memory on real-size annotation sets vs json.load",
     "model": "COPA forward and training-step throughput and memory vs keep_ratio 1.0",
 }
 

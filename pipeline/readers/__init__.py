@@ -1,0 +1,24 @@
+"""Source readers: one module per annotation format, each ``read(spec) -> Iterator[SourceRow]``.
+
+Every reader yields one normalized ``SourceRow`` per image (``pipeline.rows``), with boxes clipped
+(``pipeline.geometry``), captions cleaned (``rows.clean_captions``), image paths checked
+(``rows.safe_relpath``) and captions aligned to boxes (``pipeline.align``). A record that cannot be used becomes a
+rejected row with a reason; a file that cannot be parsed at all raises ``ValueError`` naming the file (and the
+record where that makes sense).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+
+from pipeline.rows import SourceRow
+from pipeline.sources import FORMATS, SourceSpec
+
+
+def read_source(spec: SourceSpec) -> Iterator[SourceRow]:
+    """Rows of one source, dispatched on ``spec.format``."""
+    if spec.format not in FORMATS:
+        raise ValueError(f"source {spec.name}: unknown format {spec.format!r}")
+    module = importlib.import_module(f"pipeline.readers.{spec.format}")
+    return module.read(spec)

@@ -1,0 +1,94 @@
+"""``sources.yaml``: which annotation files and image roots make up a corpus, one entry per source.
+
+```yaml
+sources:
+  - {name: coco, format: coco, captions: coco/annotations/captions_train2017.json,
+     instances: coco/annotations/instances_train2017.json, images: coco/train2017}
+  - {name: vg, format: vg, image_data: vg/image_data.json, objects: vg/objects.json,
+     regions: vg/region_descriptions.json, images: vg}
+  - {name: cc3m, format: json_list, annotations: web/cc3m_train.json, images: web}
+  - {name: grit, format: xvlm, annotations: grit/train.jsonl, images: grit/images}
+  - {name: sbu, format: img2dataset, images: sbu_shards}
+```
+
+Relative paths are resolved against the folder of the YAML file; URIs (``s3://...``) are kept as they are. The
+source ``name`` becomes the key prefix (``coco-000000391895``), so it must be a valid key source. Errors name the
+file, the entry and the setting.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import yaml
+
+from manifests.schema import SOURCE_RE
+
+# format -> (required file settings, optional file settings); every format also needs `images`
+FORMATS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "coco": (("captions",), ("instances",)),
+    "vg": (("image_data", "regions"), ("objects",)),
+    "json_list": (("annotations",), ()),
+    "xvlm": (("annotations",), ()),
+    "img2dataset": ((), ()),
+}
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """One source of a corpus."""
+
+    name: str  # key prefix, [a-z][a-z0-9_]*
+    format: str  # one of FORMATS
+    images: str  # image root: folder or URI (for img2dataset, the folder of its tars)
+    files: dict[str, str]  # annotation file setting -> resolved path
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.format, self.images, tuple(sorted(self.files.items()))))
+
+
+def _resolve(base: str, path: str) -> str:
+    if "://" in path or os.path.isabs(path):
+        return path
+    return os.path.normpath(os.path.join(base, path))
+
+
+def load_sources(path: str) -> list[SourceSpec]:
+    """Parse and validate a sources.yaml; raises ``ValueError`` naming the file, entry and setting."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = yaml.safe_load(f)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{path}: sources file not found") from err
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(doc, dict) or not isinstance(doc.get("sources"), list) or not doc["sources"]:
+        raise ValueError(f"{path}: expected a top-level 'sources:' list with at least one entry")
+    base = os.path.dirname(os.path.abspath(path))
+    specs, names = [], set()
+    for i, entry in enumerate(doc["sources"]):
+        where = f"{path}: sources[{i}]"
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where}: expected a mapping, got {type(entry).__name__}")
+        name, fmt = entry.get("name"), entry.get("format")
+        if not isinstance(name, str) or not SOURCE_RE.match(name):
+            raise ValueError(f"{where}: 'name' must match [a-z][a-z0-9_]* (it prefixes every key), got {name!r}")
+        if name in names:
+            raise ValueError(f"{where}: source name {name!r} used twice")
+        names.add(name)
+        if fmt not in FORMATS:
+            raise ValueError(f"{where} ({name}): unknown format {fmt!r}; known: {', '.join(FORMATS)}")
+        required, optional = FORMATS[fmt]
+        allowed = {"name", "format", "images", *required, *optional}
+        unknown = sorted(set(entry) - allowed)
+        if unknown:
+            raise ValueError(
+                f"{where} ({name}): unknown settings {unknown} for format {fmt}; allowed {sorted(allowed)}"
+            )
+        for setting in ("images", *required):
+            if not isinstance(entry.get(setting), str) or not entry[setting]:
+                raise ValueError(f"{where} ({name}): format {fmt} needs the setting {setting!r} (a path)")
+        files = {k: _resolve(base, entry[k]) for k in (*required, *optional) if entry.get(k)}
+        specs.append(SourceSpec(name=name, format=fmt, images=_resolve(base, entry["images"]), files=files))
+    return specs
