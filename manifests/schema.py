@@ -48,7 +48,7 @@ def validate_key(key: str) -> str:
     """Return ``key`` unchanged, or raise ``ValueError`` saying what is wrong with it."""
     if not isinstance(key, str):
         raise TypeError(f"sample key must be a str, got {type(key).__name__}")
-    if KEY_RE.match(key) is None:
+    if KEY_RE.fullmatch(key) is None:
         raise ValueError(
             f"bad sample key {key!r}: expected '<source>-<id>' with source [a-z][a-z0-9_]* and id "
             "[A-Za-z0-9_-]+ (no dots, slashes or spaces)"
@@ -58,7 +58,7 @@ def validate_key(key: str) -> str:
 
 def split_key(key: str) -> tuple[str, str]:
     """``"coco-0001"`` -> ``("coco", "0001")``."""
-    match = KEY_RE.match(validate_key(key))
+    match = KEY_RE.fullmatch(validate_key(key))
     return match["source"], match["id"]
 
 
@@ -195,7 +195,7 @@ SHARD_RE = re.compile(r"^\d{6}$")
 
 def shard_files(name: str) -> dict[str, str]:
     """File names of one shard: its tar, its Parquet manifest and its stats (the done-marker, written last)."""
-    if SHARD_RE.match(name) is None:
+    if SHARD_RE.fullmatch(name) is None:
         raise ValueError(f"bad shard name {name!r}: expected six digits")
     return {"tar": f"{name}.tar", "manifest": f"{name}.parquet", "stats": f"{name}_stats.json"}
 

@@ -72,7 +72,7 @@ def load_sources(path: str) -> list[SourceSpec]:
         if not isinstance(entry, dict):
             raise ValueError(f"{where}: expected a mapping, got {type(entry).__name__}")
         name, fmt = entry.get("name"), entry.get("format")
-        if not isinstance(name, str) or not SOURCE_RE.match(name):
+        if not isinstance(name, str) or not SOURCE_RE.fullmatch(name):
             raise ValueError(f"{where}: 'name' must match [a-z][a-z0-9_]* (it prefixes every key), got {name!r}")
         if name in names:
             raise ValueError(f"{where}: source name {name!r} used twice")
