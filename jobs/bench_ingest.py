@@ -1,0 +1,415 @@
+"""``copa bench ingest``: COCO and Visual Genome readers, rows/s and peak memory, against ``json.load`` of the same
+files in the same run.
+
+Generates annotation-only files of real-dataset size (no images): COCO with 120,000 images, 600,000 captions and
+860,000 instance boxes (with polygon segmentations, so the instances file is about as big as train2017's);
+Visual Genome with 100,000 images, 5,000,000 region descriptions and 2,000,000 objects. ``--scale 0.05`` makes
+everything 20 times smaller. Then, each in a fresh interpreter so that peak memory is its own:
+
+- ``bare``: the same imports and nothing else (the floor every figure includes);
+- ``coco reader`` / ``vg reader``: every row of ``pipeline.readers.coco.read`` / ``vg.read``;
+- ``coco json.load`` / ``vg json.load``: ``json.load`` of the same files, all held at once as a naive reader would.
+
+Peak memory is the child's own high-water mark (``VmHWM`` in ``/proc/self/status``; Linux only). Prints one line
+per figure and writes JSON with ``--out``.
+
+    copa bench ingest [--scale 1.0] [--data DIR] [--keep] [--out bench_ingest.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.align import COCO_SYNONYMS
+from pipeline.coco_categories import COCO_CATEGORIES
+
+REPO = Path(__file__).resolve().parent.parent
+FULL = {  # real-dataset sizes (COCO train2017, Visual Genome 1.4 rounded)
+    "coco_images": 120_000,
+    "coco_captions": 600_000,
+    "coco_boxes": 860_000,
+    "vg_images": 100_000,
+    "vg_regions": 5_000_000,
+    "vg_objects": 2_000_000,
+}
+
+
+@dataclass
+class BenchIngestConfig:
+    scale: float = 1.0  # fraction of the real-dataset sizes in FULL
+    data: str | None = None  # folder for the generated files; a temporary one when None
+    keep: bool = False  # keep the generated files (always kept when --data is given)
+    seed: int = 0  # generator seed
+    baseline: bool = True  # also measure json.load of the same files
+    out: str | None = None  # JSON result file
+
+    def __post_init__(self) -> None:
+        if not 0 < self.scale <= 4:
+            raise ValueError(f"BenchIngestConfig.scale must be in (0, 4], got {self.scale}")
+
+    def sizes(self) -> dict[str, int]:
+        return {name: max(3, round(n * self.scale)) for name, n in FULL.items()}
+
+
+# --- generators -----------------------------------------------------------------------------------------------
+
+_ADJECTIVES = ("red", "white", "black", "small", "large", "old", "wooden", "green", "blue", "tall", "shiny", "dark")
+_PLACES = ("on a street", "in a field", "near the water", "in a kitchen", "on the beach", "in a park", "at night",
+           "in a room", "on a table", "next to a building", "under a tree", "in the snow")  # fmt: skip
+_VG_WORDS = (
+    "tree", "sky", "shirt", "building", "window", "grass", "wall", "cloud", "leaf", "pole", "head", "hand", "water",
+    "road", "fence", "hair", "ground", "light", "door", "jacket", "pants", "ear", "rock", "line", "plate", "shadow",
+    "wheel", "snow", "street", "sidewalk", "roof", "leg", "tail", "letter", "flower",
+)  # fmt: skip
+_PREPOSITIONS = ("on", "next to", "behind", "in front of", "near", "under", "beside", "with")
+
+
+def _writer(path: Path):
+    return open(path, "w", encoding="utf-8", buffering=1 << 20)
+
+
+def generate_coco(folder: Path, sizes: dict[str, int], seed: int) -> dict[str, str]:
+    """captions_train2017.json and instances_train2017.json in the real layout (keys in the real order)."""
+    rng = np.random.default_rng([seed, 0])
+    pick = random.Random(seed)
+    n_img, n_cap, n_box = sizes["coco_images"], sizes["coco_captions"], sizes["coco_boxes"]
+    ids = rng.choice(max(600_000, 5 * n_img), size=n_img, replace=False) + 1
+    widths, heights = rng.integers(320, 641, n_img), rng.integers(240, 641, n_img)
+    caps_per = np.full(n_img, n_cap // n_img) + rng.multinomial(n_cap % n_img, np.full(n_img, 1 / n_img))
+    boxes_per = rng.multinomial(n_box, np.full(n_img, 1 / n_img))
+    box_image = np.repeat(np.arange(n_img), boxes_per)
+    cats = np.array([c.id for c in COCO_CATEGORIES])
+    weights = np.where(cats == 1, 30.0, 1.0)  # person dominates COCO, as in the real files
+    box_cat = rng.choice(cats, size=n_box, p=weights / weights.sum())
+    bw, bh = widths[box_image], heights[box_image]
+    x, y = rng.random(n_box) * bw * 0.8, rng.random(n_box) * bh * 0.8
+    w, h = rng.random(n_box) * (bw - x) * 0.9 + 1, rng.random(n_box) * (bh - y) * 0.9 + 1
+    crowd = rng.random(n_box) < 0.01
+    names = {c.id: c.name for c in COCO_CATEGORIES}
+    polygons = [", ".join(f"{v:.2f}" for v in rng.random(2 * k) * 500) for k in rng.integers(6, 26, 4000)]
+
+    header = '{"info": {"description": "copa bench ingest", "version": "1.0", "year": 2017}, "licenses": [], '
+    cap_path, inst_path = folder / "captions_train2017.json", folder / "instances_train2017.json"
+    image_records = [
+        f'{{"license": 1, "file_name": "{i:012d}.jpg", "coco_url": "http://images.cocodataset.org/train2017/'
+        f'{i:012d}.jpg", "height": {hh}, "width": {ww}, "date_captured": "2013-11-14 11:18:45", '
+        f'"flickr_url": "http://farm4.staticflickr.com/1/{i}.jpg", "id": {i}}}'
+        for i, ww, hh in zip(ids.tolist(), widths.tolist(), heights.tolist(), strict=True)
+    ]
+    starts = np.concatenate([[0], np.cumsum(boxes_per)])
+    with _writer(cap_path) as f:
+        f.write(header + '"images": [' + ", ".join(image_records) + '], "annotations": [')
+        ann_id, first = 1, True
+        for k, image_id in enumerate(ids.tolist()):
+            objects = [names[c] for c in box_cat[starts[k] : starts[k + 1]].tolist()] or ["thing"]
+            parts = []
+            for _ in range(int(caps_per[k])):
+                name = pick.choice(objects)
+                word = pick.choice((name, *COCO_SYNONYMS.get(name, ())))
+                other = pick.choice(objects)
+                where = pick.choice(_PLACES)
+                text = f"A {pick.choice(_ADJECTIVES)} {word} {pick.choice(_PREPOSITIONS)} a {other} {where}."
+                parts.append(f'{{"image_id": {image_id}, "id": {ann_id}, "caption": "{text}"}}')
+                ann_id += 1
+            if parts:
+                f.write(("" if first else ", ") + ", ".join(parts))
+                first = False
+        f.write("]}")
+    order = rng.permutation(n_box)  # the real files are not grouped by image
+    with _writer(inst_path) as f:
+        f.write(header + '"images": [' + ", ".join(image_records) + '], "annotations": [')
+        chunk = []
+        for n, j in enumerate(order.tolist()):
+            if crowd[j]:
+                counts = ", ".join(str(v) for v in rng.integers(0, 400, 40).tolist())
+                seg = f'{{"counts": [{counts}], "size": [{bh[j]}, {bw[j]}]}}'
+            else:
+                seg = f"[[{polygons[j % len(polygons)]}]]"
+            chunk.append(
+                f'{{"segmentation": {seg}, "area": {w[j] * h[j] * 0.6:.4f}, "iscrowd": {int(crowd[j])}, '
+                f'"image_id": {ids[box_image[j]]}, "bbox": [{x[j]:.2f}, {y[j]:.2f}, {w[j]:.2f}, {h[j]:.2f}], '
+                f'"category_id": {box_cat[j]}, "id": {n + 1}}}'
+            )
+            if len(chunk) == 10_000:
+                f.write(("" if n < 10_000 else ", ") + ", ".join(chunk))
+                chunk = []
+        if chunk:
+            f.write(("" if n_box <= len(chunk) else ", ") + ", ".join(chunk))
+        categories = ", ".join(
+            f'{{"supercategory": "{c.supercategory}", "id": {c.id}, "name": "{c.name}"}}' for c in COCO_CATEGORIES
+        )
+        f.write(f'], "categories": [{categories}]}}')
+    return {"captions": str(cap_path), "instances": str(inst_path)}
+
+
+def generate_vg(folder: Path, sizes: dict[str, int], seed: int) -> dict[str, str]:
+    """image_data.json, region_descriptions.json and objects.json in the real layout (VG 1.2/1.4 field names)."""
+    rng = np.random.default_rng([seed, 1])
+    pick = random.Random(seed + 1)
+    n_img, n_reg, n_obj = sizes["vg_images"], sizes["vg_regions"], sizes["vg_objects"]
+    ids = np.sort(rng.choice(max(2_500_000, 5 * n_img), size=n_img, replace=False) + 1)
+    widths, heights = rng.integers(300, 801, n_img), rng.integers(300, 801, n_img)
+    coco = rng.random(n_img) < 0.5
+    regions_per = rng.multinomial(n_reg, np.full(n_img, 1 / n_img))
+    objects_per = rng.multinomial(n_obj, np.full(n_img, 1 / n_img))
+    # Names: COCO words and common VG words, then a long tail, so that the name sets of images rarely repeat.
+    common = sorted({w for c, syn in COCO_SYNONYMS.items() for w in (c, *syn)} | set(_VG_WORDS))
+    vocabulary = common + [f"{a} {b}" for a in _ADJECTIVES for b in _VG_WORDS] + [f"part{k}" for k in range(3000)]
+    p = 1.0 / (np.arange(len(vocabulary)) + 20.0)
+    name_draws = rng.choice(len(vocabulary), size=n_obj, p=p / p.sum())
+
+    paths = {name: folder / f"{name}.json" for name in ("image_data", "regions", "objects")}
+    paths["regions"] = folder / "region_descriptions.json"
+    urls = [
+        f"https://cs.stanford.edu/people/rak248/VG_100K{'_2' if k % 3 == 2 else ''}/{i}.jpg"
+        for k, i in enumerate(ids.tolist())
+    ]
+    with _writer(paths["image_data"]) as f:
+        records = (
+            f'{{"width": {ww}, "url": "{u}", "height": {hh}, "image_id": {i}, '
+            f'"coco_id": {rng.integers(1, 600_000) if c else "null"}, "flickr_id": {rng.integers(10**9, 10**10)}}}'
+            for i, ww, hh, u, c in zip(
+                ids.tolist(), widths.tolist(), heights.tolist(), urls, coco.tolist(), strict=True
+            )
+        )
+        f.write("[" + ", ".join(records) + "]")
+    region_id = object_id = 0
+    obj_start = np.concatenate([[0], np.cumsum(objects_per)])
+    with _writer(paths["regions"]) as fr, _writer(paths["objects"]) as fo:
+        fr.write("[")
+        fo.write("[")
+        for k, image_id in enumerate(ids.tolist()):
+            ww, hh = int(widths[k]), int(heights[k])
+            names = [vocabulary[v] for v in name_draws[obj_start[k] : obj_start[k + 1]].tolist()]
+            m = len(names) + int(regions_per[k])
+            u = rng.random((m, 4))
+            bx, by = (u[:, 0] * ww * 0.9).astype(int), (u[:, 1] * hh * 0.9).astype(int)
+            bw = np.maximum(1, u[:, 2] * (ww - bx) * 0.7).astype(int)
+            bh = np.maximum(1, u[:, 3] * (hh - by) * 0.7).astype(int)
+            boxes = np.stack([bx, by, bw, bh], axis=1).tolist()
+            objects = []
+            for (ox, oy, ow, oh), name in zip(boxes[: len(names)], names, strict=True):
+                object_id += 1
+                synset = name.split()[-1] + ".n.01"
+                objects.append(
+                    f'{{"synsets": ["{synset}"], "h": {oh}, "object_id": {object_id}, "names": ["{name}"], '
+                    f'"w": {ow}, "y": {oy}, "x": {ox}}}'
+                )
+            fo.write(("" if k == 0 else ", ") + f'{{"image_id": {image_id}, "objects": [{", ".join(objects)}], '
+                     f'"image_url": "{urls[k]}"}}')  # fmt: skip
+            regions = []
+            for rx, ry, rw, rh in boxes[len(names) :]:
+                region_id += 1
+                first = pick.choice(names) if names and pick.random() < 0.7 else pick.choice(common)
+                if pick.random() < 0.5:
+                    phrase = (
+                        f"{pick.choice(_ADJECTIVES)} {first} {pick.choice(_PREPOSITIONS)} the {pick.choice(common)}"
+                    )
+                else:
+                    phrase = f"the {first} is {pick.choice(_ADJECTIVES)}"
+                regions.append(
+                    f'{{"region_id": {region_id}, "width": {rw}, "height": {rh}, "image_id": {image_id}, '
+                    f'"phrase": "{phrase}", "y": {ry}, "x": {rx}}}'
+                )
+            fr.write(("" if k == 0 else ", ") + f'{{"regions": [{", ".join(regions)}], "id": {image_id}}}')
+        fr.write("]")
+        fo.write("]")
+    return {name: str(path) for name, path in paths.items()}
+
+
+def _generated(folder: Path, sizes: dict[str, int], seed: int) -> dict[str, dict[str, str]]:
+    """The files for these sizes and seed: reused when an earlier run left them in ``folder``, else generated."""
+    marker = folder / "bench_ingest_files.json"
+    wanted = {"sizes": sizes, "seed": seed}
+    if marker.exists():
+        made = json.loads(marker.read_text())
+        if made["made_for"] == wanted and all(
+            Path(p).exists() for group in made["files"].values() for p in group.values()
+        ):
+            return made["files"]
+        marker.unlink()
+    files = {"coco": generate_coco(folder, sizes, seed), "vg": generate_vg(folder, sizes, seed)}
+    marker.write_text(json.dumps({"made_for": wanted, "files": files}))  # written last: the files are complete
+    return files
+
+
+# --- measuring ------------------------------------------------------------------------------------------------
+
+_PRELUDE = """
+import json, sys, time
+from collections import Counter
+import ijson, numpy
+from pipeline.readers import coco, vg
+from pipeline.sources import SourceSpec
+files = json.loads(sys.argv[1])
+"""
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec, so a child forked from a big parent would report the
+# parent's peak; the high-water mark of the process's own memory map starts afresh at exec.
+_TAIL = """
+with open("/proc/self/status") as status:
+    peak = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+print(json.dumps(dict(result, peak_rss_bytes=peak)))
+"""
+_PROGRAMS = {
+    "bare": "result = {}",
+    "coco reader": """
+spec = SourceSpec(name="coco", format="coco", images="images", files=files["coco"])
+start = time.perf_counter()
+stats = Counter()
+rows = captions = boxes = 0
+for row in coco.read(spec, stats):
+    rows += 1; captions += len(row.captions); boxes += len(row.boxes)
+result = dict(seconds=time.perf_counter() - start, rows=rows, captions=captions, boxes=boxes, stats=dict(stats))
+""",
+    "vg reader": """
+spec = SourceSpec(name="vg", format="vg", images="images", files=files["vg"])
+start = time.perf_counter()
+stats = Counter()
+rows = captions = boxes = 0
+for row in vg.read(spec, stats):
+    rows += 1; captions += len(row.captions); boxes += len(row.boxes)
+result = dict(seconds=time.perf_counter() - start, rows=rows, captions=captions, boxes=boxes, stats=dict(stats))
+""",
+    "coco json.load": """
+start = time.perf_counter()
+held = [json.load(open(path, encoding="utf-8")) for path in files["coco"].values()]
+result = dict(seconds=time.perf_counter() - start, rows=len(held[0]["images"]))
+""",
+    "vg json.load": """
+start = time.perf_counter()
+held = [json.load(open(path, encoding="utf-8")) for path in files["vg"].values()]
+result = dict(seconds=time.perf_counter() - start, rows=len(held[0]))
+""",
+}
+
+
+def measure(name: str, files: dict) -> dict:
+    """Run one program in a fresh interpreter; its own peak RSS and what it reports."""
+    code = _PRELUDE + _PROGRAMS[name] + _TAIL
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(files)], capture_output=True, text=True, env=env,
+                          cwd=REPO, check=False)  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench ingest: {name} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _mb(n: float) -> str:
+    return f"{n / 2**20:,.0f} MB"
+
+
+def run(cfg: BenchIngestConfig) -> dict:
+    sizes = cfg.sizes()
+    folder = Path(cfg.data) if cfg.data else Path(tempfile.mkdtemp(prefix="copa_bench_ingest_"))
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        start = time.perf_counter()
+        files = _generated(folder, sizes, cfg.seed)
+        generate_seconds = time.perf_counter() - start
+        file_bytes = {f"{src}/{k}": os.path.getsize(p) for src, group in files.items() for k, p in group.items()}
+        names = ["bare", "coco reader", "vg reader"]
+        if cfg.baseline:
+            names += ["coco json.load", "vg json.load"]
+        results = {name: measure(name, files) for name in names}
+    finally:
+        if not cfg.data and not cfg.keep:
+            shutil.rmtree(folder, ignore_errors=True)
+        elif cfg.keep:
+            print(f"generated files kept in {folder}")
+    bare = results["bare"]["peak_rss_bytes"]
+    figures = {}
+    for src in ("coco", "vg"):
+        reader = results[f"{src} reader"]
+        fig = {
+            "rows": reader["rows"],
+            "rows_per_s": reader["rows"] / reader["seconds"],
+            "seconds": reader["seconds"],
+            "peak_rss_bytes": reader["peak_rss_bytes"],
+            "peak_rss_above_bare_bytes": reader["peak_rss_bytes"] - bare,
+        }
+        if f"{src} json.load" in results:
+            base = results[f"{src} json.load"]
+            fig |= {
+                "json_load_seconds": base["seconds"],
+                "json_load_peak_rss_bytes": base["peak_rss_bytes"],
+                "time_vs_json_load": reader["seconds"] / base["seconds"],
+                "memory_above_bare_vs_json_load": (reader["peak_rss_bytes"] - bare) / (base["peak_rss_bytes"] - bare),
+            }
+        figures[src] = fig
+    return {
+        "config": asdict(cfg),
+        "sizes": sizes,
+        "file_bytes": file_bytes,
+        "generate_seconds": generate_seconds,
+        "bare_peak_rss_bytes": bare,
+        "runs": results,
+        "figures": figures,
+    }
+
+
+def summary_lines(report: dict) -> list[str]:
+    bare = report["bare_peak_rss_bytes"]
+    lines = [f"bare interpreter with the reader imports: peak RSS {_mb(bare)}"]
+    for src, fig in report["figures"].items():
+        size = sum(v for k, v in report["file_bytes"].items() if k.startswith(src))
+        lines.append(
+            f"{src} reader: {fig['rows']:,} rows in {fig['seconds']:.1f} s = {fig['rows_per_s']:,.0f} rows/s "
+            f"({size / 2**20 / fig['seconds']:.0f} MB/s of JSON); peak RSS {_mb(fig['peak_rss_bytes'])} "
+            f"({_mb(fig['peak_rss_above_bare_bytes'])} above bare)"
+        )
+        if "json_load_seconds" in fig:
+            peak = fig["json_load_peak_rss_bytes"]
+            lines.append(
+                f"{src} json.load baseline: {fig['json_load_seconds']:.1f} s, peak RSS {_mb(peak)} "
+                f"({_mb(peak - bare)} above bare)"
+            )
+            lines.append(
+                f"{src} reader vs json.load: time x{fig['time_vs_json_load']:.2f}, memory above bare "
+                f"x{fig['memory_above_bare_vs_json_load']:.3f}"
+            )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="copa bench ingest", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", type=float, default=1.0, help="fraction of real-dataset size (default 1.0)")
+    parser.add_argument(
+        "--data", help="folder for the generated files, kept and reused by a later run with the same sizes and seed"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the temporary files and print where they are")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-baseline", action="store_true", help="skip the json.load baseline (it needs GBs)")
+    parser.add_argument("--out", help="write the full report as JSON here")
+    args = parser.parse_args(argv)
+    try:
+        cfg = BenchIngestConfig(scale=args.scale, data=args.data, keep=args.keep, seed=args.seed,
+                                baseline=not args.no_baseline, out=args.out)  # fmt: skip
+    except ValueError as err:
+        parser.error(str(err))
+    sizes = cfg.sizes()
+    print("generating " + ", ".join(f"{k}={v:,}" for k, v in sizes.items()), flush=True)
+    report = run(cfg)
+    sizes_mb = ", ".join(f"{k} {_mb(v)}" for k, v in report["file_bytes"].items())
+    print(f"generated (or reused) in {report['generate_seconds']:.0f} s: {sizes_mb}")
+    for line in summary_lines(report):
+        print(line)
+    if cfg.out:
+        Path(cfg.out).write_text(json.dumps(report, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        print(f"wrote {cfg.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

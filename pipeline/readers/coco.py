@@ -1,0 +1,495 @@
+"""COCO reader: ``captions_*.json`` plus optional ``instances_*.json`` (2014 or 2017), one row per captioned image.
+
+Both files are joined on ``image_id``. The image path is the ``file_name`` the captions file gives
+(``COCO_train2014_000000391895.jpg`` or ``000000391895.jpg``) relative to the source's ``images`` root; the key is
+``<source>-<12-digit zero-padded id>``. Boxes come from the instance ``bbox`` ([x, y, w, h] in pixels), clipped to
+the image (``geometry.clip_xywh``); their label is the category *name* from the file's own ``categories`` list and
+``box_crowd`` is ``iscrowd``. Captions are aligned to boxes by category name and synonyms (``align.align_by_labels``).
+
+Counting rules (what ``stats`` receives, see ``read``):
+
+- One row per image record of the captions file: rows = ok + rejected. An image without a usable caption is a
+  rejected row (``no_caption``/``empty_caption``/``caption_not_utf8``), a bad ``file_name`` is ``bad_path`` or
+  ``path_escapes_root``, a repeated image id ``duplicate_key``.
+- Images that only the instances file knows (COCO's detection-only images) have no text, so they are *not* rows;
+  their boxes are counted under ``boxes_without_captioned_image`` and the distinct images under
+  ``instances_only_images``. Caption annotations of an unknown image are counted under ``captions_without_image``.
+- A box with an unknown ``category_id`` is dropped and counted under ``unknown_category`` (and in the row's
+  ``boxes_dropped``), with a warning naming the file and the annotation id: one odd annotation must not stop an
+  ingest of 860,000, and the box could not be aligned to any caption anyway.
+- NaN, empty and outside boxes are dropped (``nan_box``, ``empty_box``, ``outside_image``), partly outside ones
+  clipped; both per row and in ``stats``.
+- A record that is not an object or has no integer id cannot be keyed: it is skipped, counted under
+  ``bad_records`` and logged with its file and position. A file that is not JSON, is truncated, or has no
+  ``images`` raises ``ValueError`` naming the file.
+
+Memory: the files are never loaded whole. They are streamed with ijson (the yajl2 C backend) in separate passes
+(images, caption annotations, categories, instance annotations), keeping only what rows need: per image its id,
+file name and size; the caption strings; per kept box its image, corners, label and crowd flag in flat arrays
+(about 55 bytes a box). Measured by ``copa bench ingest`` at train2017 scale (120k images, 600k captions, 860k
+boxes with polygons; 430 MB of JSON): peak 154 MB above the bare interpreter, against 2.4 GB for ``json.load`` of
+the same two files; 2,150 rows/s on a shared 2-core machine, about half of it parsing.
+
+Non-standard JSON: Python's ``json`` writes ``NaN``/``Infinity`` for non-finite floats and ``\\udcff``-style lone
+surrogates, which yajl rejects. ``JsonFile`` scans each file once for them; only a file that has them is parsed
+through a filter that turns the non-finite numbers into ``null`` (a ``null`` coordinate drops the box as
+``nan_box``), and lone surrogates switch that file to ijson's pure-Python backend (slower, but it returns them so
+that ``clean_captions`` can reject the caption as ``caption_not_utf8``). ``JsonFile`` is shared with the VG reader.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from array import array
+from collections import Counter
+from collections.abc import Iterator
+from typing import BinaryIO, NamedTuple
+
+import ijson
+import numpy as np
+
+from manifests.schema import make_key
+from pipeline import align
+from pipeline.geometry import BOX_CLIPPED, clip_xywh
+from pipeline.rows import BAD_PATH, DUPLICATE_KEY, PATH_ESCAPES_ROOT, SourceRow, clean_captions, safe_relpath
+from pipeline.sources import SourceSpec
+
+log = logging.getLogger(__name__)
+
+UNKNOWN_CATEGORY = "unknown_category"  # box drop reason next to geometry's nan_box, empty_box, outside_image
+MAX_WARNINGS = 5  # per kind of bad record; the rest are only counted
+
+try:  # the C backend is ~10x faster than pure Python; ijson wheels ship it, but a source build may not have it
+    _FAST = ijson.get_backend("yajl2_c")
+except ImportError:  # pragma: no cover - depends on the installed wheel
+    _FAST = ijson
+_PYTHON = ijson.get_backend("python")
+
+# --- streaming JSON -------------------------------------------------------------------------------------------
+
+_SCAN_CHUNK = 1 << 22
+# A string (complete, or cut by the end of the buffer), or a non-finite number token outside strings.
+_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*(?:(?P<closed>")|\\?\Z)|-?Infinity|NaN', re.DOTALL)
+_LONG_TOKEN = len(b"-Infinity")
+# Where a number can stand: after [ , : or, when the whitespace before it reaches back past the scan buffer's start.
+_BARE_NONFINITE = re.compile(rb"(?:\A|[\[,:])\s*-?(?:NaN|Infinity)")
+_LONE_SURROGATE = re.compile(  # a high surrogate escape not followed by a low one, or a low one not preceded
+    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F]"
+)
+
+
+def _open(path: str) -> BinaryIO:
+    if "://" in path:  # object storage: pyarrow resolves s3://, gs://, hdfs:// and file:// URIs
+        import pyarrow.fs
+
+        fs, inner = pyarrow.fs.FileSystem.from_uri(path)
+        return fs.open_input_stream(inner)
+    return open(path, "rb")
+
+
+def scan_nonstandard(path: str) -> tuple[bool, bool]:
+    """(has NaN/Infinity number tokens, has lone UTF-16 surrogate escapes), from one fast pass over the bytes.
+
+    Byte searches run in C; a hit inside a string only costs the slower parse, never a wrong one.
+    """
+    nonfinite = surrogate = False
+    tail = b""
+    with _open(path) as f:
+        while not (nonfinite and surrogate):
+            chunk = f.read(_SCAN_CHUNK)
+            if not chunk:
+                break
+            buf = tail + chunk
+            if not nonfinite and (b"NaN" in buf or b"Infinity" in buf):
+                nonfinite = _BARE_NONFINITE.search(buf) is not None
+            if not surrogate and (b"\\ud" in buf or b"\\uD" in buf):
+                surrogate = _LONE_SURROGATE.search(buf) is not None
+            tail = buf[-16:]  # long enough for a token or an escape pair cut by the chunk border
+    return nonfinite, surrogate
+
+
+class NonFiniteToNull:
+    """File-like filter over JSON bytes that turns ``NaN``, ``Infinity`` and ``-Infinity`` outside strings into
+    ``null``. Strings are skipped whole (escapes included), so a caption that says "NaN" is left alone."""
+
+    def __init__(self, raw: BinaryIO, chunk_size: int = 1 << 20):
+        self._raw, self._chunk_size = raw, chunk_size
+        self._carry, self._out, self._eof = b"", bytearray(), False
+
+    def read(self, size: int = -1) -> bytes:
+        while not self._eof and (size < 0 or len(self._out) < size):
+            self._fill()
+        size = len(self._out) if size < 0 else min(size, len(self._out))
+        data = bytes(self._out[:size])
+        del self._out[:size]
+        return data
+
+    def _fill(self) -> None:
+        chunk = self._raw.read(self._chunk_size)
+        buf = self._carry + chunk
+        self._eof = not chunk
+        # Keep back a possible token cut by the chunk border; at the end of the file everything goes out.
+        cut = len(buf) if self._eof else max(len(buf) - _LONG_TOKEN, 0)
+        pos = 0
+        for m in _TOKEN.finditer(buf):
+            start, end = m.span()
+            is_string = buf[start] == 0x22
+            if not self._eof and (end > cut or (is_string and m.group("closed") is None)):
+                cut = start  # an unfinished string or token: hand it to the next round whole
+                break
+            if not is_string:
+                self._out += buf[pos:start]
+                self._out += b"null"
+                pos = end
+        self._out += buf[pos:cut]
+        self._carry = buf[cut:]
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())[:300]
+
+
+class JsonFile:
+    """One JSON annotation file, read in streaming passes (``items(prefix)``), each pass from the start.
+
+    ``what`` names the file in errors (e.g. ``"source coco: captions"``). The file is scanned once for
+    non-standard tokens (see the module docstring) when it is opened.
+    """
+
+    def __init__(self, path: str, what: str):
+        self.path, self.what = path, what
+        try:
+            self.nonfinite, self.lone_surrogates = scan_nonstandard(path)
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"{what} file {path} not found") from err
+        if self.nonfinite or self.lone_surrogates:
+            log.info("%s: non-standard JSON tokens (NaN/Infinity: %s, lone surrogates: %s), using the tolerant parser",
+                     path, self.nonfinite, self.lone_surrogates)  # fmt: skip
+
+    def items(self, prefix: str) -> Iterator[object]:
+        """The values at ``prefix`` (ijson syntax: ``"images.item"``), floats as ``float``."""
+        backend = _PYTHON if self.lone_surrogates else _FAST
+        with _open(self.path) as raw:
+            stream = NonFiniteToNull(raw) if self.nonfinite else raw
+            try:
+                yield from backend.items(stream, prefix, use_float=True, buf_size=1 << 18)
+            except (ijson.JSONError, UnicodeDecodeError) as err:
+                raise ValueError(f"{self.path}: malformed JSON ({self.what}): {_one_line(err)}") from err
+
+
+# --- fast caption matching -----------------------------------------------------------------------------------
+
+_SPLIT = re.compile(r"([\w'-]+)")  # words: runs of the characters align.Matcher's boundaries treat as word
+_PLAIN_FORM = re.compile(r"[\w'-]+(?: [\w'-]+)*")
+
+
+class TokenMatcher:
+    """``align.Matcher`` with the same results, found by dictionary look-ups of word n-grams.
+
+    ``align.Matcher`` compiles one regex alternation of every form: fine for the fixed COCO table, but searching it
+    costs about 100 us a caption (the regex tries each alternative at each character), and compiling a VG image's
+    object matcher costs about 10 ms, which for 100,000 images is most of an ingest. Here a text is split once into
+    words (runs of ``[\\w'-]``, the characters ``align.Matcher`` uses as word boundaries) and, at each word, the
+    longest n-gram joined by whitespace that is a form wins; that is exactly the regex's longest-first,
+    word-bounded, non-overlapping scan for forms made of such words and single spaces. A table with any other form
+    (``"a&w sign"``) is handed to ``align.Matcher`` unchanged. Case-folding is ``str.lower`` per word, which equals
+    the regex's ``IGNORECASE`` except for the few characters whose lower case has another length ("İ").
+    A test checks the equivalence on the synthetic corpus and on hand-made edge cases.
+    """
+
+    def __init__(self, phrases: dict[str, object]):
+        self._labels: dict[str, tuple[str, ...]] = {}  # form -> the labels it names, sorted
+        self._starts: set[str] = set()  # first words of the forms of several words
+        self._firsts: set[str] = set()  # words a form can start with
+        self._max_words, plain = 0, True
+        for label, words in phrases.items():
+            table = _table(label, tuple(words))
+            for form in table.forms:
+                known = self._labels.get(form)
+                self._labels[form] = (label,) if known is None else tuple(sorted({*known, label}))
+            self._starts |= table.starts
+            self._firsts |= table.firsts
+            self._max_words = max(self._max_words, table.max_words)
+            plain = plain and table.plain
+        self._fallback = None if plain else align.Matcher(phrases)
+
+    def find(self, text: str) -> list[align.Match]:
+        if self._fallback is not None:
+            return self._fallback.find(text)
+        lowered = text.lower()
+        if len(lowered) != len(text):  # a character whose lower case is longer ("İ"): offsets must come from text
+            original = _SPLIT.split(text)
+            return self._find([p.lower() if i % 2 else p for i, p in enumerate(original)], original, text)
+        parts = _SPLIT.split(lowered)  # [gap, word, gap, word, ..., gap]
+        if self._firsts.isdisjoint(parts[1::2]):
+            return []  # most texts: no form can start at any of their words
+        return self._find(parts, parts, text)
+
+    def _find(self, parts: list[str], original: list[str], text: str) -> list[align.Match]:
+        """Scan the lower-case ``parts``; ``original`` are the same parts of ``text``, for the offsets."""
+        found: list[align.Match] = []
+        labels_of = self._labels.get
+        i, last = 1, len(parts) - 2  # words are at odd indices, gaps between them at even ones
+        while i <= last:
+            word, size = parts[i], 1
+            if word in self._starts:  # a form of several words may start here: the longest one wins
+                longest = 1
+                while longest < self._max_words and i + 2 * longest <= last and parts[i + 2 * longest - 1].isspace():
+                    longest += 1
+                for size in range(longest, 0, -1):
+                    labels = labels_of(word if size == 1 else " ".join(parts[i : i + 2 * size - 1 : 2]))
+                    if labels:
+                        break
+            else:
+                labels = labels_of(word)
+            if labels:
+                start = sum(map(len, original[:i]))
+                end = start + sum(map(len, original[i : i + 2 * size - 1]))
+                found.extend(align.Match(label, text[start:end], start, end) for label in labels)
+                i += 2 * size
+            else:
+                i += 2
+        return found
+
+
+class _Table(NamedTuple):
+    forms: tuple[str, ...]  # each word and its plural, lower case, as align.Matcher derives them
+    plain: bool  # every form is words of [\w'-] joined by single spaces, which the token scan handles
+    max_words: int
+    starts: frozenset[str]
+    firsts: frozenset[str]
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _table(label: str, words: tuple[str, ...]) -> _Table:
+    """One label's share of a ``TokenMatcher``; cached, since VG images repeat the same object names."""
+    forms = tuple({form for word in {label, *words} for form in (word.lower(), align.plural(word.lower()))})
+    return _Table(
+        forms=forms,
+        plain=all(map(_PLAIN_FORM.fullmatch, forms)),
+        max_words=max((form.count(" ") + 1 for form in forms), default=0),
+        starts=frozenset(form.split(" ", 1)[0] for form in forms if " " in form),
+        firsts=frozenset(form.split(" ", 1)[0] for form in forms),
+    )
+
+
+COCO_TOKEN_MATCHER = TokenMatcher(align.COCO_SYNONYMS)
+
+
+# --- the reader -----------------------------------------------------------------------------------------------
+
+
+def _int_id(value: object) -> int | None:
+    """An id field as a non-negative int (JSON has no int type of its own: 12.0 is accepted), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return value if isinstance(value, int) and value >= 0 else None
+
+
+def _size(value: object) -> int:
+    """Image width/height; 0 (unknown: boxes are then checked, and clipped at pack time) when unusable."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or value != value:
+        return 0
+    return int(value) if value < 1 << 30 else 0
+
+
+class _Warner:
+    """Logs the first few records of each kind of problem and counts all of them."""
+
+    def __init__(self, stats: Counter):
+        self.stats, self.seen = stats, Counter()
+
+    def __call__(self, kind: str, message: str) -> None:
+        self.stats[kind] += 1
+        self.seen[kind] += 1
+        if self.seen[kind] <= MAX_WARNINGS:
+            log.warning("%s%s", message, " (further ones are only counted)" if self.seen[kind] == MAX_WARNINGS else "")
+
+
+class _Images:
+    """The image records of the captions file, in file order (the order rows come out)."""
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self.file_names: list[object] = []
+        self.widths = array("q")
+        self.heights = array("q")
+        self.index_of: dict[int, int] = {}  # image id -> index of its first record
+
+
+def _read_images(file: JsonFile, warn: _Warner) -> _Images:
+    images = _Images()
+    for position, rec in enumerate(file.items("images.item")):
+        image_id = _int_id(rec.get("id")) if isinstance(rec, dict) else None
+        if image_id is None:
+            warn("bad_records", f"{file.path}: images[{position}] has no integer 'id'; skipped: {str(rec)[:120]}")
+            continue
+        images.index_of.setdefault(image_id, len(images.ids))
+        images.ids.append(image_id)
+        images.file_names.append(rec.get("file_name"))
+        images.widths.append(_size(rec.get("width")))
+        images.heights.append(_size(rec.get("height")))
+    return images
+
+
+def _read_captions(file: JsonFile, images: _Images, warn: _Warner) -> list[list | None]:
+    captions: list[list | None] = [None] * len(images.ids)
+    num_with_field = 0
+    for position, rec in enumerate(file.items("annotations.item")):
+        image_id = _int_id(rec.get("image_id")) if isinstance(rec, dict) else None
+        if image_id is None:
+            warn("bad_records", f"{file.path}: annotations[{position}] has no integer 'image_id'; skipped")
+            continue
+        num_with_field += "caption" in rec
+        index = images.index_of.get(image_id)
+        if index is None:
+            warn("captions_without_image", f"{file.path}: caption {rec.get('id')} names unknown image {image_id}")
+            continue
+        if captions[index] is None:
+            captions[index] = []
+        captions[index].append(rec.get("caption"))  # cleaned per image later, so the reason of a reject is known
+    if images.ids and not num_with_field:
+        raise ValueError(f"{file.path}: no annotation has a 'caption' field; is this a COCO captions file?")
+    return captions
+
+
+def _read_categories(file: JsonFile, warn: _Warner) -> dict[int, str]:
+    names: dict[int, str] = {}
+    for position, rec in enumerate(file.items("categories.item")):
+        cat_id = _int_id(rec.get("id")) if isinstance(rec, dict) else None
+        name = rec.get("name") if isinstance(rec, dict) else None
+        if cat_id is None or not isinstance(name, str) or not name.strip():
+            warn("bad_records", f"{file.path}: categories[{position}] needs an integer 'id' and a 'name'; skipped")
+            continue
+        if names.setdefault(cat_id, " ".join(name.split())) != " ".join(name.split()):
+            raise ValueError(f"{file.path}: category id {cat_id} is listed twice with different names")
+    return names
+
+
+class _Boxes:
+    """Kept instance boxes of captioned images, column-wise (about 55 bytes a box), grouped by image at the end."""
+
+    def __init__(self, num_images: int):
+        self.image = array("q")
+        self.xyxy = array("d")
+        self.label = array("i")  # index into labels
+        self.crowd = array("b")
+        self.labels: list[str] = []
+        self.dropped = np.zeros(num_images, np.int32)
+        self.clipped = np.zeros(num_images, np.int32)
+        self.order = np.zeros(0, np.int64)
+        self.starts = np.zeros(num_images + 1, np.int64)
+
+    def group(self) -> None:
+        image = np.frombuffer(self.image, dtype=np.int64)
+        self.order = np.argsort(image, kind="stable")  # stable: boxes keep their file order within an image
+        counts = np.bincount(image, minlength=len(self.starts) - 1)
+        self.starts[1:] = np.cumsum(counts)
+
+    def of(self, index: int) -> tuple[list[list[float]], list[str], list[bool]]:
+        boxes, labels, crowd = [], [], []
+        for j in self.order[self.starts[index] : self.starts[index + 1]].tolist():
+            boxes.append(self.xyxy[4 * j : 4 * j + 4].tolist())
+            labels.append(self.labels[self.label[j]])
+            crowd.append(bool(self.crowd[j]))
+        return boxes, labels, crowd
+
+
+def _read_instances(file: JsonFile, images: _Images, stats: Counter, warn: _Warner) -> _Boxes:
+    categories = _read_categories(file, warn)
+    boxes = _Boxes(len(images.ids))
+    label_index = {cat_id: i for i, cat_id in enumerate(categories)}
+    boxes.labels = list(categories.values())
+    instances_only: set[int] = set()
+    for position, rec in enumerate(file.items("annotations.item")):
+        image_id = _int_id(rec.get("image_id")) if isinstance(rec, dict) else None
+        if image_id is None:
+            warn("bad_records", f"{file.path}: annotations[{position}] has no integer 'image_id'; skipped")
+            continue
+        index = images.index_of.get(image_id)
+        if index is None:  # a detection-only image: no text to align to, so no row
+            stats["boxes_without_captioned_image"] += 1
+            instances_only.add(image_id)
+            continue
+        category = rec.get("category_id")
+        label = label_index.get(_int_id(category))
+        if label is None:
+            warn(UNKNOWN_CATEGORY, f"{file.path}: annotation {rec.get('id')} (image {image_id}) has category_id "
+                 f"{category!r}, which the file's categories do not list; box dropped")  # fmt: skip
+            boxes.dropped[index] += 1
+            continue
+        xyxy, status = clip_xywh(rec.get("bbox"), images.widths[index], images.heights[index])
+        if xyxy is None:
+            stats[status] += 1
+            boxes.dropped[index] += 1
+            continue
+        if status == BOX_CLIPPED:
+            stats[BOX_CLIPPED] += 1
+            boxes.clipped[index] += 1
+        boxes.image.append(index)
+        boxes.xyxy.extend(xyxy)
+        boxes.label.append(label)
+        boxes.crowd.append(1 if rec.get("iscrowd") else 0)
+    stats["instances_only_images"] += len(instances_only)
+    boxes.group()
+    return boxes
+
+
+def _bad_path_row(row: SourceRow, file_name: object) -> SourceRow:
+    if isinstance(file_name, str) and file_name and not file_name.startswith(("/", "\\")) and "://" not in file_name:
+        return row.reject(PATH_ESCAPES_ROOT, f"file_name {file_name!r} leads outside the image root")
+    return row.reject(BAD_PATH, f"file_name {file_name!r} is not a relative path")
+
+
+def read(spec: SourceSpec, stats: Counter | None = None) -> Iterator[SourceRow]:
+    """Rows of one COCO source, in the image order of its captions file.
+
+    ``stats`` (optional) receives counts by name: ``rows``, ``rows_ok``, ``rejected:<reason>``, ``captions``,
+    ``boxes``, box drop reasons, ``clipped``, and the skipped records described in the module docstring.
+    """
+    stats = Counter() if stats is None else stats
+    warn = _Warner(stats)
+    captions_file = JsonFile(spec.files["captions"], f"source {spec.name}: captions")
+    instances_file = (
+        JsonFile(spec.files["instances"], f"source {spec.name}: instances") if "instances" in spec.files else None
+    )
+
+    images = _read_images(captions_file, warn)
+    if not images.ids:
+        raise ValueError(f"{captions_file.path}: no image records under 'images'; is this a COCO captions file?")
+    captions = _read_captions(captions_file, images, warn)
+    boxes = _read_instances(instances_file, images, stats, warn) if instances_file else _Boxes(len(images.ids))
+
+    seen: set[int] = set()
+    for index, image_id in enumerate(images.ids):
+        row = SourceRow(key=make_key(spec.name, f"{image_id:012d}"), source=spec.name, image_id=f"{image_id:012d}",
+                        image_root=spec.images, image_path="", width=images.widths[index],
+                        height=images.heights[index])  # fmt: skip
+        if image_id in seen:  # a second record of the same image: its captions and boxes went to the first one
+            row.reject(DUPLICATE_KEY, f"image id {image_id} is listed again in {captions_file.path}")
+        else:
+            seen.add(image_id)
+            _fill(row, images.file_names[index], captions[index] or [], boxes, index)
+        stats["rows"] += 1
+        stats["rows_ok" if row.status == "ok" else f"rejected:{row.status}"] += 1
+        stats["captions"] += len(row.captions)
+        stats["boxes"] += len(row.boxes)
+        yield row
+    log.info("source %s: %s", spec.name, ", ".join(f"{k}={v}" for k, v in sorted(stats.items())))
+
+
+def _fill(row: SourceRow, file_name: object, raw_captions: list, boxes: _Boxes, index: int) -> None:
+    path = safe_relpath(file_name)
+    row.image_path = path or ""
+    row.captions, reason = clean_captions(raw_captions)
+    row.boxes, row.box_labels, row.box_crowd = boxes.of(index)
+    row.boxes_dropped, row.boxes_clipped = int(boxes.dropped[index]), int(boxes.clipped[index])
+    row.relevant = align.align_by_labels(row.captions, row.box_labels, matcher=COCO_TOKEN_MATCHER)
+    if path is None:
+        _bad_path_row(row, file_name)
+    elif reason is not None:
+        row.reject(reason, f"no usable caption among {len(raw_captions)} caption annotations")
