@@ -1,7 +1,7 @@
 """``copa demo``: the whole system on the embedded default, on one CPU machine.
 
-So far it generates a synthetic corpus in the real source formats and prints what it made; ingest, pack, train,
-evaluate and the report join it as they land.
+So far: a synthetic corpus in the real source formats (with the deliberate faults), then ingest into one
+normalized source table with captions aligned to boxes. Pack, train, evaluate and the report join as they land.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs import synth
+from jobs import ingest, synth
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -24,9 +24,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    corpus = f"{args.out}/corpus"
-    print(f"[demo] 1/1 synthetic corpus -> {corpus}", file=sys.stderr)
-    return synth.main(["--out", corpus, "--images", str(args.images), "--seed", str(args.seed), "--faults"])
+    corpus, source = f"{args.out}/corpus", f"{args.out}/source.parquet"
+    print(f"[demo] 1/2 synthetic corpus -> {corpus}", file=sys.stderr)
+    synth.main(["--out", corpus, "--images", str(args.images), "--seed", str(args.seed), "--faults"])
+    print(f"[demo] 2/2 ingest -> {source}", file=sys.stderr)
+    return ingest.main(["--config", f"{corpus}/sources.yaml", "--out", source])
 
 
 if __name__ == "__main__":
