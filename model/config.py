@@ -1,0 +1,198 @@
+"""Typed configuration of the COPA model (Jiang et al., ACM MM 2023, arXiv 2308.03475), DESIGN section 7.
+
+One dataclass per component, each validated in ``__post_init__`` with a ``ValueError`` that names the field.
+Presets in ``model/presets.py`` return complete ``COPAConfig`` objects; callers override fields with
+``dataclasses.replace`` (which re-runs the validation).
+
+What the paper fixes: a ViT-B/16 (CLIP init) with the Text-aware Patch Detector after block k, top-K kept plus one
+fused token, loss = ITC + ITM + MLM + PrefixLM + PTA, 256 px pretraining. What it leaves open and is therefore a
+setting here: the keep ratio, the detection layers, the detector head width, the loss weights, the PTA threshold
+tau and soft targets, which image path feeds ITC (``itc_image_path``) and how ITM negatives get their visual
+tokens (``itm_negatives``: "requery" runs the detector with the negative pair's own text, as ``itm_score`` does at
+inference, one extra ViT tail per negative; "reuse" takes the tokens the image got with its own caption, as
+ALBEF/mPLUG reuse image features, no extra tail).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+ITC_IMAGE_PATHS = ("cls_query", "text_query", "unpruned")
+ITM_NEGATIVES = ("requery", "reuse")
+
+
+def _positive(obj: object, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if value <= 0:
+            raise ValueError(f"{type(obj).__name__}.{name} must be > 0, got {value!r}")
+
+
+@dataclass
+class VisionConfig:
+    """The ViT-TPD image tower: a timm VisionTransformer split around the detector(s)."""
+
+    model_name: str | None = None  # timm architecture (e.g. "vit_base_patch16_clip_224"); None: plain timm ViT
+    checkpoint: str | None = None  # local timm state dict (.pth/.bin via torch.load(weights_only) or .safetensors)
+    img_size: int = 256  # input side in pixels; position embeddings are resampled to it
+    patch_size: int = 16  # pixels per patch side; N = (img_size // patch_size) ** 2
+    embed_dim: int = 768  # token width D
+    depth: int = 12  # number of transformer blocks
+    num_heads: int = 12  # attention heads per block
+    mlp_ratio: float = 4.0  # MLP hidden width / D
+    detect_layers: tuple[int, ...] = (6,)  # the detector runs before these blocks (0-based), strictly increasing
+    keep_ratios: tuple[float, ...] = (0.5,)  # per detect layer: kept fraction of the patches entering it, (0, 1]
+    tpd_width: int = 256  # width of the detector's patch and query projections
+
+    def __post_init__(self) -> None:
+        self.detect_layers = tuple(int(k) for k in self.detect_layers)
+        self.keep_ratios = tuple(float(r) for r in self.keep_ratios)
+        _positive(self, "img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "tpd_width")
+        if self.img_size % self.patch_size:
+            raise ValueError(
+                f"VisionConfig.img_size ({self.img_size}) must be a multiple of patch_size ({self.patch_size})"
+            )
+        if self.embed_dim % self.num_heads:
+            raise ValueError(
+                f"VisionConfig.embed_dim ({self.embed_dim}) must be a multiple of num_heads ({self.num_heads})"
+            )
+        if not self.detect_layers:
+            raise ValueError("VisionConfig.detect_layers must name at least one layer")
+        if any(b <= a for a, b in zip(self.detect_layers, self.detect_layers[1:], strict=False)):
+            raise ValueError(f"VisionConfig.detect_layers must be strictly increasing, got {self.detect_layers}")
+        if self.detect_layers[0] < 0 or self.detect_layers[-1] >= self.depth:
+            raise ValueError(
+                f"VisionConfig.detect_layers must lie in [0, depth={self.depth}), got {self.detect_layers}"
+            )
+        if len(self.keep_ratios) != len(self.detect_layers):
+            raise ValueError(
+                f"VisionConfig.keep_ratios needs one ratio per detect layer: {len(self.detect_layers)} layers, "
+                f"{len(self.keep_ratios)} ratios"
+            )
+        if not all(0.0 < r <= 1.0 for r in self.keep_ratios):
+            raise ValueError(f"VisionConfig.keep_ratios must lie in (0, 1], got {self.keep_ratios}")
+
+    @property
+    def grid_size(self) -> int:
+        """Patches per side, G (the PTA coverage grid must be G x G)."""
+        return self.img_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid_size**2
+
+    def keep_counts(self) -> list[int]:
+        """Patch tokens kept by each detector: K = ceil(keep_ratio * patches entering it)."""
+        counts, n = [], self.num_patches
+        for ratio in self.keep_ratios:
+            n = keep_count(ratio, n)
+            counts.append(n)
+        return counts
+
+
+def keep_count(keep_ratio: float, num_patches: int) -> int:
+    """K = ceil(keep_ratio * N), rounded first so that 0.7 * 10 does not become 8 through float noise."""
+    return max(1, min(num_patches, math.ceil(round(keep_ratio * num_patches, 6))))
+
+
+@dataclass
+class TextConfig:
+    """BERT-style text encoder, fusion encoder (cross-attention to the image) and PrefixLM decoder, mPLUG-like."""
+
+    vocab_size: int = 30522  # must match the tokenizer
+    hidden: int = 768  # text width
+    heads: int = 12  # attention heads
+    intermediate: int = 3072  # feed-forward width
+    text_layers: int = 6  # text encoder depth (the lower BERT layers when initialized from BERT)
+    fusion_layers: int = 6  # fusion depth (the upper BERT layers; cross-attention always starts fresh)
+    decoder_layers: int = 12  # PrefixLM decoder depth
+    max_len: int = 40  # longest caption in tokens, [CLS] and [SEP] included
+    max_position_embeddings: int = 512  # position table size (512 to load BERT checkpoints)
+    dropout: float = 0.1  # hidden and attention dropout
+    pad_id: int = 0
+    cls_id: int = 101
+    sep_id: int = 102
+    mask_id: int = 103
+    bos_id: int = 101  # first decoder input; BERT has no [BOS], so [CLS] serves (as in ALBEF's answer decoder)
+    bert_dir: str | None = None  # local directory written by BertModel.save_pretrained; None: random init
+
+    def __post_init__(self) -> None:
+        _positive(self, "vocab_size", "hidden", "heads", "intermediate", "text_layers", "fusion_layers")
+        _positive(self, "decoder_layers", "max_len", "max_position_embeddings")
+        if self.hidden % self.heads:
+            raise ValueError(f"TextConfig.hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
+        if self.max_len > self.max_position_embeddings:
+            raise ValueError(
+                f"TextConfig.max_len ({self.max_len}) exceeds max_position_embeddings ({self.max_position_embeddings})"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"TextConfig.dropout must lie in [0, 1), got {self.dropout}")
+        for name in ("pad_id", "cls_id", "sep_id", "mask_id", "bos_id"):
+            value = getattr(self, name)
+            if not 0 <= value < self.vocab_size:
+                raise ValueError(f"TextConfig.{name} ({value}) must lie in [0, vocab_size={self.vocab_size})")
+        if len({self.pad_id, self.cls_id, self.sep_id, self.mask_id}) != 4:
+            raise ValueError("TextConfig.pad_id, cls_id, sep_id and mask_id must be distinct")
+
+
+@dataclass
+class LossConfig:
+    """Weights and settings of the five objectives: ITC, ITM, MLM, PrefixLM (mPLUG) and PTA (COPA)."""
+
+    w_itc: float = 1.0  # image-text contrastive
+    w_itm: float = 1.0  # image-text matching with hard negatives
+    w_mlm: float = 1.0  # masked language modelling on the fused text
+    w_prefixlm: float = 1.0  # caption continuation by the decoder
+    w_pta: float = 1.0  # patch-text alignment of the detector logits
+    tau: float = 0.0  # PTA label: patch positive where coverage > tau (0: any overlap, the X-VLM convention)
+    soft_pta: bool = False  # PTA targets coverage/255 instead of the hard labels
+    mlm_prob: float = 0.15  # fraction of caption tokens chosen for MLM (then 80% [MASK], 10% random, 10% kept)
+    temp_init: float = 0.07  # initial ITC temperature
+    temp_min: float = 0.001  # the learnable temperature is clamped to [temp_min, temp_max] (ALBEF)
+    temp_max: float = 0.5
+    itc_queue_size: int = 0  # >0: ALBEF/mPLUG momentum encoders plus a feature queue of this length; 0: in-batch
+    itc_momentum: float = 0.995  # EMA factor of the momentum encoders
+    itc_distill_alpha: float = 0.4  # weight of the momentum model's soft targets (queue mode only)
+
+    def __post_init__(self) -> None:
+        for name in ("w_itc", "w_itm", "w_mlm", "w_prefixlm", "w_pta"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"LossConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.tau < 1.0:
+            raise ValueError(f"LossConfig.tau must lie in [0, 1), got {self.tau}")
+        if not 0.0 < self.mlm_prob < 1.0:
+            raise ValueError(f"LossConfig.mlm_prob must lie in (0, 1), got {self.mlm_prob}")
+        if not 0.0 < self.temp_min <= self.temp_init <= self.temp_max:
+            raise ValueError(
+                f"LossConfig.temp_init ({self.temp_init}) must lie in [temp_min={self.temp_min}, "
+                f"temp_max={self.temp_max}] with temp_min > 0"
+            )
+        if self.itc_queue_size < 0:
+            raise ValueError(f"LossConfig.itc_queue_size must be >= 0, got {self.itc_queue_size}")
+        if not 0.0 <= self.itc_momentum < 1.0:
+            raise ValueError(f"LossConfig.itc_momentum must lie in [0, 1), got {self.itc_momentum}")
+        if not 0.0 <= self.itc_distill_alpha <= 1.0:
+            raise ValueError(f"LossConfig.itc_distill_alpha must lie in [0, 1], got {self.itc_distill_alpha}")
+
+
+@dataclass
+class COPAConfig:
+    """The whole model: image tower, text towers, losses, the ITC embedding and its image path."""
+
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    embed_dim: int = 256  # shared ITC / retrieval embedding width E
+    itc_image_path: str = "cls_query"  # "cls_query" | "text_query" (ablation: peeks at the text) | "unpruned"
+    itm_negatives: str = "requery"  # "requery": a negative pair's own text drives the detector; "reuse": cheaper
+
+    def __post_init__(self) -> None:
+        for name, kind in (("vision", VisionConfig), ("text", TextConfig), ("loss", LossConfig)):
+            if not isinstance(getattr(self, name), kind):
+                raise ValueError(f"COPAConfig.{name} must be a {kind.__name__}, got {type(getattr(self, name))}")
+        _positive(self, "embed_dim")
+        if self.itc_image_path not in ITC_IMAGE_PATHS:
+            raise ValueError(f"COPAConfig.itc_image_path must be one of {ITC_IMAGE_PATHS}, got {self.itc_image_path!r}")
+        if self.itm_negatives not in ITM_NEGATIVES:
+            raise ValueError(f"COPAConfig.itm_negatives must be one of {ITM_NEGATIVES}, got {self.itm_negatives!r}")

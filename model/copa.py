@@ -1,0 +1,285 @@
+"""COPA (Jiang et al., ACM MM 2023, arXiv 2308.03475): ViT-TPD + BERT text towers trained with five losses.
+
+One training forward, for a batch of B image-caption pairs:
+
+1. Text encoder on the captions; the text [CLS] gives the ITC text embedding and, projected to the ViT width
+   (``query_proj``), the query of the Text-aware Patch Detector.
+2. ViT blocks before the first detect layer, once (``forward_shared``). The text-aware tail (detector driven by
+   the paired caption) gives the visual tokens [CLS, kept..., fused] of the positive pairs and the detector logits
+   that PTA supervises.
+3. ITC image embedding, by ``itc_image_path``. "cls_query" (default): the same detectors driven by the image
+   [CLS], so retrieval never sees the paired text (DESIGN section 7); "text_query": the text-aware tokens of step
+   2 (an ablation that peeks at the caption); "unpruned": the tail without detectors.
+4. ITM over B positives and 2B hard negatives (one negative text per image, one negative image per text, sampled
+   from the ITC similarities). With ``itm_negatives="requery"`` (default) a negative pair's own text drives the
+   detector, exactly as ``itm_score`` does at inference; the 2B negative tails run as one batch. With "reuse" a
+   negative pair takes the tokens its image got with its own caption (no extra tail, but a train/inference
+   mismatch: the kept patches were chosen for another caption).
+5. MLM and PrefixLM fuse the masked caption / the caption prefix with the positive pairs' visual tokens. They reuse
+   the tokens selected with the full caption as query, as mPLUG reuses its image features, which saves two ViT
+   tails per step; the price is that the choice of kept patches may carry a trace of the masked words.
+6. PTA on the text-aware detector logits, for the samples that have labels.
+
+When every keep ratio is 1.0 the detectors are identities and all paths give the same visual tokens, so the tail
+runs once: that is the unpruned baseline the benchmark compares against.
+
+Batch (dict): ``image`` float [B, 3, H, W]; ``input_ids`` long [B, T] ([CLS] ... [SEP], padded); ``attention_mask``
+[B, T]; ``coverage`` uint8 [B, G, G] (zeros without labels); ``has_labels`` bool [B].
+
+Shape legend: B batch, T text tokens, N patches, K kept, M visual tokens (K + 2, or N + 1), D width, E ITC width.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from model.config import COPAConfig
+from model.losses import (
+    itc_loss,
+    itm_loss,
+    mask_tokens,
+    pta_loss,
+    sample_hard_negatives,
+    split_prefix,
+    token_loss,
+)
+from model.momentum import MomentumITC
+from model.text import FusionEncoder, LMHead, TextDecoder, TextEncoder, init_text_weights, load_bert
+from model.vision import VisionOutput, VisionTPD
+
+ITC_TOWERS = ("vision", "text_encoder", "query_proj", "itc_vision_proj", "itc_text_proj")
+
+
+def init_copa_weights(model: COPA) -> None:
+    """BERT-style init for everything outside the timm ViT (which keeps timm's own init)."""
+    for module in (model.text_encoder, model.fusion, model.decoder, model.mlm_head, model.lm_head):
+        module.apply(init_text_weights)
+    for module in (model.vision.detectors, model.query_proj, model.itc_vision_proj, model.itc_text_proj):
+        module.apply(init_text_weights)
+    model.itm_head.apply(init_text_weights)
+
+
+class COPA(nn.Module):
+    def __init__(self, cfg: COPAConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        v, t = cfg.vision, cfg.text
+        self.vision = VisionTPD(v)
+        self.text_encoder = TextEncoder(t)
+        self.fusion = FusionEncoder(t, v.embed_dim)
+        self.decoder = TextDecoder(t)
+        self.query_proj = nn.Linear(t.hidden, v.embed_dim)  # text [CLS] -> detector query
+        self.itc_vision_proj = nn.Linear(v.embed_dim, cfg.embed_dim)
+        self.itc_text_proj = nn.Linear(t.hidden, cfg.embed_dim)
+        self.itm_head = nn.Linear(t.hidden, 2)
+        self.mlm_head = LMHead(t)
+        self.lm_head = LMHead(t)
+        self.temp = nn.Parameter(torch.tensor(cfg.loss.temp_init))
+        init_copa_weights(self)
+        if t.bert_dir:
+            load_bert(self.text_encoder, self.fusion, self.decoder, t)
+        self.momentum: MomentumITC | None = None
+        if cfg.loss.itc_queue_size:  # built last: the momentum copies start equal to the initialized towers
+            towers = {name: getattr(self, name) for name in ITC_TOWERS}
+            lc = cfg.loss
+            self.momentum = MomentumITC(towers, cfg.embed_dim, lc.itc_queue_size, lc.itc_momentum, lc.itc_distill_alpha)
+
+    def set_detection(self, detect_layers: tuple[int, ...], keep_ratios: tuple[float, ...]) -> None:
+        """Move the detectors or change their keep ratios (see ``VisionTPD.set_detection``)."""
+        self.vision.set_detection(detect_layers, keep_ratios)
+        if self.momentum is not None:
+            self.momentum.towers.vision.set_detection(detect_layers, keep_ratios)
+        self.cfg = dataclasses.replace(self.cfg, vision=self.vision.cfg)
+
+    # ---- shared pieces -------------------------------------------------------------------------------------
+
+    def _embedding(self) -> Tensor:
+        return self.text_encoder.embeddings.word_embeddings.weight
+
+    def _itc_image_tokens(self, towers: nn.Module, shared_BND: Tensor, query_BD: Tensor | None) -> Tensor:
+        """Visual tokens of the ITC image path; ``towers`` is ``self`` or the momentum copies."""
+        path = self.cfg.itc_image_path
+        if path == "cls_query":
+            return towers.vision.forward_tail(shared_BND, None).tokens
+        if path == "unpruned":
+            return towers.vision.forward_tail(shared_BND, prune=False).tokens
+        if query_BD is None:
+            raise ValueError('itc_image_path "text_query" needs the paired text (input_ids, attention_mask)')
+        return towers.vision.forward_tail(shared_BND, query_BD).tokens
+
+    def _temperature(self) -> Tensor:
+        if self.training:  # clamp the parameter itself, as ALBEF does, so it never sticks outside the range
+            with torch.no_grad():
+                self.temp.clamp_(self.cfg.loss.temp_min, self.cfg.loss.temp_max)
+        return self.temp
+
+    # ---- training ------------------------------------------------------------------------------------------
+
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        image, ids_BT, mask_BT = batch["image"], batch["input_ids"], batch["attention_mask"]
+        B, lc = ids_BT.shape[0], self.cfg.loss
+        temp = self._temperature()
+
+        text_BTD = self.text_encoder(ids_BT, mask_BT)
+        query_BD = self.query_proj(text_BTD[:, 0])
+        shared_BND = self.vision.forward_shared(image)
+        pos: VisionOutput = self.vision.forward_tail(shared_BND, query_BD)
+        visual_BMD = pos.tokens
+
+        # ITC
+        if self.vision.prunes and self.cfg.itc_image_path != "text_query":
+            itc_visual = self._itc_image_tokens(self, shared_BND, query_BD)
+        else:  # identity detectors (all paths coincide) or the text-query ablation: reuse the positive tail
+            itc_visual = visual_BMD
+        img_BE = F.normalize(self.itc_vision_proj(itc_visual[:, 0]).float(), dim=-1)
+        txt_BE = F.normalize(self.itc_text_proj(text_BTD[:, 0]).float(), dim=-1)
+        if self.momentum is not None:
+            loss_itc = self._momentum_itc(image, ids_BT, mask_BT, img_BE, txt_BE, temp)
+        else:
+            loss_itc = itc_loss(img_BE, txt_BE, temp)
+
+        # ITM: positives, then (image i, hard negative text), then (hard negative image, text i)
+        if B >= 2:
+            neg_text_B, neg_image_B = sample_hard_negatives((img_BE @ txt_BE.t() / temp).detach())
+            arange_B = torch.arange(B, device=ids_BT.device)
+            img_idx, txt_idx = torch.cat([arange_B, neg_image_B]), torch.cat([neg_text_B, arange_B])
+            if self.vision.prunes and self.cfg.itm_negatives == "requery":
+                neg_visual = self.vision.forward_tail(shared_BND[img_idx], query_BD[txt_idx]).tokens
+            else:
+                neg_visual = visual_BMD[img_idx]
+            fused_all = self.fusion(
+                torch.cat([text_BTD, text_BTD[txt_idx]]),
+                torch.cat([mask_BT, mask_BT[txt_idx]]),
+                torch.cat([visual_BMD, neg_visual]),
+            )
+            fused_cls = fused_all[:, 0]
+        else:  # a single pair has no negative to contrast with; ITM sees the positive only
+            fused_cls = self.fusion(text_BTD, mask_BT, visual_BMD)[:, 0]
+        loss_itm, itm_acc = itm_loss(self.itm_head(fused_cls), B)
+
+        # MLM
+        mlm_ids_BT, mlm_labels_BT = mask_tokens(ids_BT, mask_BT, self.cfg.text, lc.mlm_prob)
+        mlm_BTD = self.fusion(self.text_encoder(mlm_ids_BT, mask_BT), mask_BT, visual_BMD)
+        loss_mlm = token_loss(self.mlm_head, mlm_BTD, mlm_labels_BT, self._embedding())
+
+        # PrefixLM
+        split = split_prefix(ids_BT, mask_BT, self.cfg.text)
+        decoder_BLD = self._decode(visual_BMD, *split[:4])
+        loss_prefixlm = token_loss(self.lm_head, decoder_BLD, split.targets, self._embedding())
+
+        # PTA
+        coverage, has_labels = batch["coverage"], batch["has_labels"]
+        loss_pta = pta_loss(pos.logits, pos.scored_idx, coverage, has_labels, lc.tau, lc.soft_pta)
+
+        total = (
+            lc.w_itc * loss_itc
+            + lc.w_itm * loss_itm
+            + lc.w_mlm * loss_mlm
+            + lc.w_prefixlm * loss_prefixlm
+            + lc.w_pta * loss_pta
+        )
+        as_float = {"dtype": torch.float32, "device": total.device}
+        return {
+            "loss": total,
+            "loss_itc": loss_itc.detach(),
+            "loss_itm": loss_itm.detach(),
+            "loss_mlm": loss_mlm.detach(),
+            "loss_prefixlm": loss_prefixlm.detach(),
+            "loss_pta": loss_pta.detach(),
+            "itm_acc": itm_acc,
+            "temp": temp.detach(),
+            "visual_tokens": torch.tensor(float(visual_BMD.shape[1]), **as_float),
+            "itc_visual_tokens": torch.tensor(float(itc_visual.shape[1]), **as_float),
+            "pta_samples": has_labels.float().sum().detach(),
+        }
+
+    def _momentum_itc(
+        self, image: Tensor, ids_BT: Tensor, mask_BT: Tensor, img_BE: Tensor, txt_BE: Tensor, temp: Tensor
+    ) -> Tensor:
+        m = self.momentum.towers
+        with torch.no_grad():
+            if self.training:
+                self.momentum.update(self)
+            text_m_BD = m.text_encoder(ids_BT, mask_BT)[:, 0]
+            shared_m = m.vision.forward_shared(image)
+            query_m = m.query_proj(text_m_BD) if self.cfg.itc_image_path == "text_query" else None
+            visual_m = self._itc_image_tokens(m, shared_m, query_m)
+            img_m_BE = F.normalize(m.itc_vision_proj(visual_m[:, 0]).float(), dim=-1)
+            txt_m_BE = F.normalize(m.itc_text_proj(text_m_BD).float(), dim=-1)
+        loss = self.momentum.loss(img_BE, txt_BE, img_m_BE, txt_m_BE, temp)
+        if self.training:
+            self.momentum.enqueue(img_m_BE, txt_m_BE)
+        return loss
+
+    def _decode(
+        self, visual_BMD: Tensor, prefix_ids: Tensor, prefix_mask: Tensor, decoder_ids: Tensor, decoder_mask: Tensor
+    ) -> Tensor:
+        """Decoder states for ``decoder_ids``, cross-attending to [visual tokens, fused prefix states]."""
+        prefix_BPD = self.fusion(self.text_encoder(prefix_ids, prefix_mask), prefix_mask, visual_BMD)
+        memory_BMD = torch.cat([self.fusion.vision_proj(visual_BMD), prefix_BPD], dim=1)
+        visual_mask = torch.ones(visual_BMD.shape[:2], dtype=prefix_mask.dtype, device=prefix_mask.device)
+        memory_mask = torch.cat([visual_mask, prefix_mask], dim=1)
+        return self.decoder(self.text_encoder.embed(decoder_ids), decoder_mask, memory_BMD, memory_mask)
+
+    # ---- inference -----------------------------------------------------------------------------------------
+
+    def encode_text(self, ids_BT: Tensor, mask_BT: Tensor) -> Tensor:
+        """Normalized ITC text embeddings [B, E]."""
+        return F.normalize(self.itc_text_proj(self.text_encoder(ids_BT, mask_BT)[:, 0]).float(), dim=-1)
+
+    def encode_image(self, image: Tensor, ids_BT: Tensor | None = None, mask_BT: Tensor | None = None) -> Tensor:
+        """Normalized ITC image embeddings [B, E]; the text is used (and required) only by "text_query"."""
+        query_BD = None
+        if self.cfg.itc_image_path == "text_query" and ids_BT is not None:
+            query_BD = self.query_proj(self.text_encoder(ids_BT, mask_BT)[:, 0])
+        visual = self._itc_image_tokens(self, self.vision.forward_shared(image), query_BD)
+        return F.normalize(self.itc_vision_proj(visual[:, 0]).float(), dim=-1)
+
+    def fused_states(self, image: Tensor, ids_BT: Tensor, mask_BT: Tensor) -> tuple[Tensor, VisionOutput]:
+        """Text encoder, text-aware ViT-TPD and fusion (the VQA-like forward): [B, T, D] and the vision output."""
+        text_BTD = self.text_encoder(ids_BT, mask_BT)
+        vis = self.vision(image, self.query_proj(text_BTD[:, 0]))
+        return self.fusion(text_BTD, mask_BT, vis.tokens), vis
+
+    def itm_score(self, image: Tensor, ids_BT: Tensor, mask_BT: Tensor) -> Tensor:
+        """Probability [B] that each caption matches its image."""
+        fused_BTD, _ = self.fused_states(image, ids_BT, mask_BT)
+        return self.itm_head(fused_BTD[:, 0]).float().softmax(dim=-1)[:, 1]
+
+    def detect(self, image: Tensor, ids_BT: Tensor, mask_BT: Tensor) -> VisionOutput:
+        """The text-aware detectors' logits, scored and kept patch indices (per detect layer), for pictures."""
+        return self.vision(image, self.query_proj(self.text_encoder(ids_BT, mask_BT)[:, 0]))
+
+    @torch.no_grad()
+    def generate(self, image: Tensor, max_len: int | None = None, prefix_ids: Tensor | None = None) -> Tensor:
+        """Greedy continuation [B, L] of ``prefix_ids`` ([CLS] w1..ws, padded) or of [CLS] alone.
+
+        Each row stops at its first [SEP] (kept) and is padded after it.
+        """
+        t = self.cfg.text
+        B, device = image.shape[0], image.device
+        max_len = max_len or t.max_len
+        if prefix_ids is None:
+            prefix_ids = torch.full((B, 1), t.cls_id, dtype=torch.long, device=device)
+        prefix_mask = (prefix_ids != t.pad_id).long()
+        text_BTD = self.text_encoder(prefix_ids, prefix_mask)
+        visual_BMD = self.vision(image, self.query_proj(text_BTD[:, 0])).tokens
+        prefix_BPD = self.fusion(text_BTD, prefix_mask, visual_BMD)
+        memory_BMD = torch.cat([self.fusion.vision_proj(visual_BMD), prefix_BPD], dim=1)
+        memory_mask = torch.cat([torch.ones(visual_BMD.shape[:2], dtype=torch.long, device=device), prefix_mask], 1)
+
+        out = torch.full((B, 1), t.bos_id, dtype=torch.long, device=device)
+        done_B = torch.zeros(B, dtype=torch.bool, device=device)
+        for _ in range(max_len):
+            h_BLD = self.decoder(self.text_encoder.embed(out), torch.ones_like(out), memory_BMD, memory_mask)
+            next_B = self.lm_head(h_BLD[:, -1], self._embedding()).argmax(dim=-1)
+            next_B = next_B.masked_fill(done_B, t.pad_id)
+            out = torch.cat([out, next_B[:, None]], dim=1)
+            done_B |= next_B == t.sep_id
+            if done_B.all():
+                break
+        return out[:, 1:]

@@ -1,0 +1,114 @@
+"""Model presets for COPA (arXiv 2308.03475): plain functions returning complete, validated ``COPAConfig`` objects.
+
+- ``tiny``: unit tests. 32 px images in 8 px patches (a 4 x 4 grid), 64 wide, one layer per text tower.
+- ``small``: the CPU demo. 128 px, 16 px patches (8 x 8), width 192, a 6-block ViT with the detector after block 3,
+  two layers each for the text encoder, fusion and decoder; learns within minutes on two cores.
+- ``base``: the paper's sizes. The ViT-B/16 CLIP image tower (timm ``vit_base_patch16_clip_224``, position
+  embeddings resampled to 256 px, random init unless ``vision.checkpoint`` names a local file) with the detector
+  before block 6, and BERT-base text towers split as in mPLUG: 6 text + 6 fusion layers, a 12-layer decoder.
+
+The small presets use the special-token layout of a WordPiece vocabulary trained with the ``tokenizers`` library
+and the special tokens listed first: [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4. The base preset uses BERT's
+uncased vocabulary ids. A trainer sets ``text.vocab_size`` from its tokenizer with ``dataclasses.replace``.
+
+Keep ratios: the paper does not state its keep ratio; 0.5 at block 6 is our default for ``base`` (see the model
+benchmark, ``copa bench model``, for the throughput it buys at 256 and 384 px).
+"""
+
+from __future__ import annotations
+
+from model.config import COPAConfig, LossConfig, TextConfig, VisionConfig
+
+WORDPIECE_SPECIALS = {"pad_id": 0, "cls_id": 2, "sep_id": 3, "mask_id": 4, "bos_id": 2}
+
+
+def tiny() -> COPAConfig:
+    vision = VisionConfig(
+        img_size=32,
+        patch_size=8,
+        embed_dim=64,
+        depth=4,
+        num_heads=2,
+        mlp_ratio=2.0,
+        detect_layers=(2,),
+        keep_ratios=(0.5,),
+        tpd_width=32,
+    )
+    text = TextConfig(
+        vocab_size=500,
+        hidden=64,
+        heads=2,
+        intermediate=128,
+        text_layers=1,
+        fusion_layers=1,
+        decoder_layers=1,
+        max_len=16,
+        max_position_embeddings=32,
+        dropout=0.0,
+        **WORDPIECE_SPECIALS,
+    )
+    return COPAConfig(vision=vision, text=text, loss=LossConfig(), embed_dim=32)
+
+
+def small() -> COPAConfig:
+    vision = VisionConfig(
+        img_size=128,
+        patch_size=16,
+        embed_dim=192,
+        depth=6,
+        num_heads=3,
+        detect_layers=(3,),
+        keep_ratios=(0.5,),
+        tpd_width=128,
+    )
+    text = TextConfig(
+        vocab_size=8192,
+        hidden=192,
+        heads=3,
+        intermediate=768,
+        text_layers=2,
+        fusion_layers=2,
+        decoder_layers=2,
+        max_len=32,
+        max_position_embeddings=64,
+        dropout=0.1,
+        **WORDPIECE_SPECIALS,
+    )
+    return COPAConfig(vision=vision, text=text, loss=LossConfig(), embed_dim=128)
+
+
+def base() -> COPAConfig:
+    vision = VisionConfig(
+        model_name="vit_base_patch16_clip_224",
+        img_size=256,
+        patch_size=16,
+        embed_dim=768,
+        depth=12,
+        num_heads=12,
+        detect_layers=(6,),
+        keep_ratios=(0.5,),
+        tpd_width=256,
+    )
+    text = TextConfig(
+        vocab_size=30522,
+        hidden=768,
+        heads=12,
+        intermediate=3072,
+        text_layers=6,
+        fusion_layers=6,
+        decoder_layers=12,
+        max_len=40,
+        max_position_embeddings=512,
+        dropout=0.1,
+    )
+    return COPAConfig(vision=vision, text=text, loss=LossConfig(), embed_dim=256)
+
+
+PRESETS = {"tiny": tiny, "small": small, "base": base}
+
+
+def preset(name: str) -> COPAConfig:
+    """The preset called ``name``; a ``ValueError`` lists the known ones."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; known: {sorted(PRESETS)}")
+    return PRESETS[name]()

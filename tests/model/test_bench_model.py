@@ -1,0 +1,25 @@
+"""Smoke run of ``copa bench model --quick``: it measures every configuration and writes its JSON and plot."""
+
+import json
+
+import pytest
+
+from jobs.bench_model import main
+
+
+@pytest.mark.slow
+def test_quick_benchmark_writes_json_and_png(tmp_path, capsys):
+    assert main(["--quick", "--out", str(tmp_path), "--threads", "1"]) == 0
+    report = json.loads((tmp_path / "bench_model.json").read_text())
+    assert (tmp_path / "bench_model.png").stat().st_size > 1000
+    assert report["threads"] == 1 and report["args"]["preset"] == "tiny"
+    grid = [r for r in report["results"] if r["figure"] == "grid"]
+    # 2 sizes x 2 modes x (baseline + 2 layers x 1 pruned keep ratio)
+    assert len(grid) == 2 * 2 * 3
+    for row in grid:
+        assert row["samples_per_s"] > 0 and row["throughput_ratio"] > 0
+        assert row["seconds"] and (row["keep_ratio"] < 1.0 or row["throughput_ratio"] == 1.0)
+    paths = {(r["itc_image_path"], r["itm_negatives"]) for r in report["results"] if r["figure"] == "itc_paths"}
+    assert {("cls_query", "requery"), ("text_query", "requery"), ("unpruned", "requery")} <= paths
+    printed = capsys.readouterr().out
+    assert printed.count("bench model infer") == 2 and printed.count("bench model train") == 3  # + ITC paths

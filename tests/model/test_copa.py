@@ -1,0 +1,191 @@
+"""The whole COPA model on the tiny preset: every path's shapes, what retrieval may see, where gradients go."""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from model.config import COPAConfig, LossConfig, TextConfig, VisionConfig
+from model.copa import COPA
+from model.presets import base, small, tiny
+from model.utils import seed_everything
+
+LOSSES = ("loss_itc", "loss_itm", "loss_mlm", "loss_prefixlm", "loss_pta")
+
+
+def tiny_with(itc_image_path="cls_query", keep_ratios=(0.5,), detect_layers=(2,), **loss) -> COPAConfig:
+    cfg = tiny()
+    vision = dataclasses.replace(cfg.vision, keep_ratios=keep_ratios, detect_layers=detect_layers)
+    return dataclasses.replace(
+        cfg, vision=vision, loss=dataclasses.replace(cfg.loss, **loss), itc_image_path=itc_image_path
+    )
+
+
+@pytest.mark.parametrize("itc_image_path", ["cls_query", "text_query", "unpruned"])
+@pytest.mark.parametrize("keep_ratios", [(0.5,), (1.0,)])
+def test_training_forward_returns_every_loss_finite(make_batch, itc_image_path, keep_ratios):
+    seed_everything(0)
+    cfg = tiny_with(itc_image_path, keep_ratios)
+    out = COPA(cfg)(make_batch(cfg, labelled=5))
+    for key in ("loss", *LOSSES):
+        assert out[key].dim() == 0 and torch.isfinite(out[key]), key
+    K = cfg.vision.keep_counts()[0]
+    N = cfg.vision.num_patches
+    assert out["visual_tokens"].item() == (K + 2 if K < N else N + 1)
+    itc_tokens = N + 1 if itc_image_path == "unpruned" or K == N else K + 2
+    assert out["itc_visual_tokens"].item() == itc_tokens
+    assert out["pta_samples"].item() == 5
+    expected = sum(out[k] for k in LOSSES)  # unit weights
+    torch.testing.assert_close(out["loss"].detach(), expected)
+
+
+def test_two_detect_layers_momentum_queue_and_a_single_pair(make_batch):
+    seed_everything(0)
+    cfg = tiny_with(detect_layers=(1, 3), keep_ratios=(0.5, 0.5), itc_queue_size=16)
+    model = COPA(cfg)
+    batch = make_batch(cfg)
+    before = model.momentum.towers.vision.detectors[0].proj_patch.weight.clone()
+    model.vision.detectors[0].proj_patch.weight.data.add_(1.0)
+    out = model(batch)
+    assert all(torch.isfinite(out[k]) for k in LOSSES)
+    assert out["visual_tokens"].item() == cfg.vision.keep_counts()[-1] + 2
+    assert model.momentum.queue_ptr.item() == 8
+    after = model.momentum.towers.vision.detectors[0].proj_patch.weight
+    torch.testing.assert_close(after, before + (1 - cfg.loss.itc_momentum))  # the EMA moved toward the online one
+    single = {k: v[:1] for k, v in batch.items()}
+    assert torch.isfinite(COPA(tiny_with())(single)["loss"])
+
+
+def test_inference_api_shapes(make_batch):
+    seed_everything(0)
+    cfg = tiny_with(detect_layers=(1, 2), keep_ratios=(0.5, 0.5))
+    model = COPA(cfg).eval()
+    batch = make_batch(cfg, num=4)
+    image, ids, mask = batch["image"], batch["input_ids"], batch["attention_mask"]
+    with torch.inference_mode():
+        img, txt = model.encode_image(image), model.encode_text(ids, mask)
+        assert img.shape == txt.shape == (4, cfg.embed_dim)
+        torch.testing.assert_close(img.norm(dim=-1), torch.ones(4))
+        score = model.itm_score(image, ids, mask)
+        assert score.shape == (4,) and torch.all((score >= 0) & (score <= 1))
+        fused, _ = model.fused_states(image, ids, mask)
+        assert fused.shape == (4, ids.shape[1], cfg.text.hidden)
+        det = model.detect(image, ids, mask)
+        assert [lg.shape for lg in det.logits] == [(4, 16), (4, 8)]
+        assert [k.shape for k in det.kept_idx] == [(4, 8), (4, 4)]
+        caption = model.generate(image, max_len=6)
+        assert caption.shape[0] == 4 and 1 <= caption.shape[1] <= 6
+        continued = model.generate(image, max_len=3, prefix_ids=ids[:, :3])
+        assert continued.shape[0] == 4 and continued.shape[1] <= 3
+
+
+def _itc_image_embedding(model, batch):
+    """The image embedding that ITC uses inside the training forward, captured at its projection."""
+    seen = []
+    handle = model.itc_vision_proj.register_forward_hook(lambda mod, args, out: seen.append(out.detach()))
+    model(batch)
+    handle.remove()
+    return seen[0]
+
+
+@pytest.mark.parametrize("itc_image_path", ["cls_query", "unpruned"])
+def test_retrieval_does_not_see_the_paired_text_but_the_fusion_path_does(make_batch, itc_image_path):
+    seed_everything(0)
+    cfg = tiny_with(itc_image_path)
+    model = COPA(cfg).eval()
+    batch = make_batch(cfg)
+    other = dict(batch, input_ids=batch["input_ids"].roll(1, dims=0), attention_mask=batch["attention_mask"].roll(1, 0))
+    torch.testing.assert_close(_itc_image_embedding(model, batch), _itc_image_embedding(model, other), rtol=0, atol=0)
+    with torch.no_grad():
+        image = batch["image"]
+        torch.testing.assert_close(
+            model.encode_image(image, batch["input_ids"], batch["attention_mask"]),
+            model.encode_image(image, other["input_ids"], other["attention_mask"]),
+            rtol=0,
+            atol=0,
+        )
+        _, vis_a = model.fused_states(image, batch["input_ids"], batch["attention_mask"])
+        _, vis_b = model.fused_states(image, other["input_ids"], other["attention_mask"])
+    assert not torch.equal(vis_a.tokens, vis_b.tokens), "the text-aware path depends on the text"
+    assert not torch.equal(vis_a.logits[0], vis_b.logits[0])
+
+
+def test_the_text_query_ablation_does_see_the_text(make_batch):
+    seed_everything(0)
+    cfg = tiny_with("text_query")
+    model = COPA(cfg).eval()
+    batch = make_batch(cfg)
+    other = dict(batch, input_ids=batch["input_ids"].roll(1, dims=0), attention_mask=batch["attention_mask"].roll(1, 0))
+    assert not torch.equal(_itc_image_embedding(model, batch), _itc_image_embedding(model, other))
+    with pytest.raises(ValueError, match="text_query"):
+        model.encode_image(batch["image"])
+
+
+def _detector_grad(cfg, batch):
+    seed_everything(0)
+    model = COPA(cfg)
+    model(batch)["loss"].backward()
+    grads = [p.grad for p in model.vision.detectors[0].parameters()]
+    return sum(0.0 if g is None else g.abs().sum().item() for g in grads)
+
+
+@pytest.mark.parametrize("only", ["w_itc", "w_itm", "w_mlm", "w_prefixlm", "w_pta"])
+def test_every_loss_alone_reaches_the_detector(make_batch, only):
+    weights = {w: 0.0 for w in ("w_itc", "w_itm", "w_mlm", "w_prefixlm", "w_pta")} | {only: 1.0}
+    cfg = tiny_with(**weights)
+    assert _detector_grad(cfg, make_batch(cfg)) > 0
+
+
+def test_without_pta_and_without_pruning_the_detector_gets_no_gradient(make_batch):
+    # The control for the test above: at keep ratio 1.0 there is no fused token, so only PTA can teach the detector.
+    cfg = tiny_with(keep_ratios=(1.0,), w_pta=0.0)
+    assert _detector_grad(cfg, make_batch(cfg)) == 0.0
+    cfg = tiny_with(keep_ratios=(1.0,))
+    assert _detector_grad(cfg, make_batch(cfg)) > 0
+
+
+def test_pta_of_a_batch_without_labels_is_zero_not_nan(make_batch):
+    seed_everything(0)
+    cfg = tiny_with()
+    out = COPA(cfg)(make_batch(cfg, labelled=0))
+    assert out["loss_pta"].item() == 0.0 and not math.isnan(out["loss"].item())
+    assert out["pta_samples"].item() == 0
+
+
+def test_presets_are_valid_and_consistent():
+    for make in (tiny, small, base):
+        cfg = make()
+        assert cfg.vision.img_size % cfg.vision.patch_size == 0
+        assert cfg.text.max_len <= cfg.text.max_position_embeddings
+    assert base().vision.model_name == "vit_base_patch16_clip_224"
+    assert (base().text.text_layers, base().text.fusion_layers, base().text.decoder_layers) == (6, 6, 12)
+
+
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [
+        (lambda: VisionConfig(keep_ratios=(0.0,)), "keep_ratios"),
+        (lambda: VisionConfig(keep_ratios=(1.5,)), "keep_ratios"),
+        (lambda: VisionConfig(detect_layers=(6, 3), keep_ratios=(0.5, 0.5)), "detect_layers"),
+        (lambda: VisionConfig(detect_layers=(12,)), "detect_layers"),
+        (lambda: VisionConfig(detect_layers=(3, 6)), "keep_ratios"),
+        (lambda: VisionConfig(img_size=250), "img_size"),
+        (lambda: VisionConfig(embed_dim=100), "embed_dim"),
+        (lambda: TextConfig(hidden=100), "hidden"),
+        (lambda: TextConfig(max_len=600), "max_len"),
+        (lambda: TextConfig(mask_id=40000), "mask_id"),
+        (lambda: TextConfig(mask_id=0), "pad_id"),
+        (lambda: LossConfig(tau=1.0), "tau"),
+        (lambda: LossConfig(w_pta=-1.0), "w_pta"),
+        (lambda: LossConfig(mlm_prob=0.0), "mlm_prob"),
+        (lambda: LossConfig(temp_init=1.0), "temp_init"),
+        (lambda: LossConfig(itc_queue_size=-1), "itc_queue_size"),
+        (lambda: COPAConfig(itc_image_path="peek"), "itc_image_path"),
+        (lambda: COPAConfig(itm_negatives="none"), "itm_negatives"),
+        (lambda: COPAConfig(embed_dim=0), "embed_dim"),
+    ],
+)
+def test_config_errors_name_the_field(make, field):
+    with pytest.raises(ValueError, match=field):
+        make()
