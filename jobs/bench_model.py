@@ -268,7 +268,6 @@ def plot(results: list[dict], path: Path) -> None:
         axes[1, col].set_title(f"{mode}: peak memory vs keep ratio 1.0")
         for ax in axes[:, col]:
             ax.axhline(1.0, color="grey", lw=0.8)
-            ax.invert_xaxis()
             ax.grid(alpha=0.3)
         axes[1, col].set_xlabel("keep ratio")
     axes[0, 0].set_ylabel("samples/s ratio")
