@@ -39,13 +39,12 @@ that ``clean_captions`` can reject the caption as ``caption_not_utf8``). ``JsonF
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 from array import array
 from collections import Counter
 from collections.abc import Iterator
-from typing import BinaryIO, NamedTuple
+from typing import BinaryIO
 
 import ijson
 import numpy as np
@@ -177,105 +176,6 @@ class JsonFile:
                 yield from backend.items(stream, prefix, use_float=True, buf_size=1 << 18)
             except (ijson.JSONError, UnicodeDecodeError) as err:
                 raise ValueError(f"{self.path}: malformed JSON ({self.what}): {_one_line(err)}") from err
-
-
-# --- fast caption matching -----------------------------------------------------------------------------------
-
-_SPLIT = re.compile(r"([\w'-]+)")  # words: runs of the characters align.Matcher's boundaries treat as word
-_PLAIN_FORM = re.compile(r"[\w'-]+(?: [\w'-]+)*")
-
-
-class TokenMatcher:
-    """``align.Matcher`` with the same results, found by dictionary look-ups of word n-grams.
-
-    ``align.Matcher`` compiles one regex alternation of every form: fine for the fixed COCO table, but searching it
-    costs about 100 us a caption (the regex tries each alternative at each character), and compiling a VG image's
-    object matcher costs about 10 ms, which for 100,000 images is most of an ingest. Here a text is split once into
-    words (runs of ``[\\w'-]``, the characters ``align.Matcher`` uses as word boundaries) and, at each word, the
-    longest n-gram joined by whitespace that is a form wins; that is exactly the regex's longest-first,
-    word-bounded, non-overlapping scan for forms made of such words and single spaces. A table with any other form
-    (``"a&w sign"``) is handed to ``align.Matcher`` unchanged. Case-folding is ``str.lower`` per word, which equals
-    the regex's ``IGNORECASE`` except for the few characters whose lower case has another length ("İ").
-    A test checks the equivalence on the synthetic corpus and on hand-made edge cases.
-    """
-
-    def __init__(self, phrases: dict[str, object]):
-        self._labels: dict[str, tuple[str, ...]] = {}  # form -> the labels it names, sorted
-        self._starts: set[str] = set()  # first words of the forms of several words
-        self._firsts: set[str] = set()  # words a form can start with
-        self._max_words, plain = 0, True
-        for label, words in phrases.items():
-            table = _table(label, tuple(words))
-            for form in table.forms:
-                known = self._labels.get(form)
-                self._labels[form] = (label,) if known is None else tuple(sorted({*known, label}))
-            self._starts |= table.starts
-            self._firsts |= table.firsts
-            self._max_words = max(self._max_words, table.max_words)
-            plain = plain and table.plain
-        self._fallback = None if plain else align.Matcher(phrases)
-
-    def find(self, text: str) -> list[align.Match]:
-        if self._fallback is not None:
-            return self._fallback.find(text)
-        lowered = text.lower()
-        if len(lowered) != len(text):  # a character whose lower case is longer ("İ"): offsets must come from text
-            original = _SPLIT.split(text)
-            return self._find([p.lower() if i % 2 else p for i, p in enumerate(original)], original, text)
-        parts = _SPLIT.split(lowered)  # [gap, word, gap, word, ..., gap]
-        if self._firsts.isdisjoint(parts[1::2]):
-            return []  # most texts: no form can start at any of their words
-        return self._find(parts, parts, text)
-
-    def _find(self, parts: list[str], original: list[str], text: str) -> list[align.Match]:
-        """Scan the lower-case ``parts``; ``original`` are the same parts of ``text``, for the offsets."""
-        found: list[align.Match] = []
-        labels_of = self._labels.get
-        i, last = 1, len(parts) - 2  # words are at odd indices, gaps between them at even ones
-        while i <= last:
-            word, size = parts[i], 1
-            if word in self._starts:  # a form of several words may start here: the longest one wins
-                longest = 1
-                while longest < self._max_words and i + 2 * longest <= last and parts[i + 2 * longest - 1].isspace():
-                    longest += 1
-                for size in range(longest, 0, -1):
-                    labels = labels_of(word if size == 1 else " ".join(parts[i : i + 2 * size - 1 : 2]))
-                    if labels:
-                        break
-            else:
-                labels = labels_of(word)
-            if labels:
-                start = sum(map(len, original[:i]))
-                end = start + sum(map(len, original[i : i + 2 * size - 1]))
-                found.extend(align.Match(label, text[start:end], start, end) for label in labels)
-                i += 2 * size
-            else:
-                i += 2
-        return found
-
-
-class _Table(NamedTuple):
-    forms: tuple[str, ...]  # each word and its plural, lower case, as align.Matcher derives them
-    plain: bool  # every form is words of [\w'-] joined by single spaces, which the token scan handles
-    max_words: int
-    starts: frozenset[str]
-    firsts: frozenset[str]
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _table(label: str, words: tuple[str, ...]) -> _Table:
-    """One label's share of a ``TokenMatcher``; cached, since VG images repeat the same object names."""
-    forms = tuple({form for word in {label, *words} for form in (word.lower(), align.plural(word.lower()))})
-    return _Table(
-        forms=forms,
-        plain=all(map(_PLAIN_FORM.fullmatch, forms)),
-        max_words=max((form.count(" ") + 1 for form in forms), default=0),
-        starts=frozenset(form.split(" ", 1)[0] for form in forms if " " in form),
-        firsts=frozenset(form.split(" ", 1)[0] for form in forms),
-    )
-
-
-COCO_TOKEN_MATCHER = TokenMatcher(align.COCO_SYNONYMS)
 
 
 # --- the reader -----------------------------------------------------------------------------------------------
@@ -488,7 +388,7 @@ def _fill(row: SourceRow, file_name: object, raw_captions: list, boxes: _Boxes, 
     row.captions, reason = clean_captions(raw_captions)
     row.boxes, row.box_labels, row.box_crowd = boxes.of(index)
     row.boxes_dropped, row.boxes_clipped = int(boxes.dropped[index]), int(boxes.clipped[index])
-    row.relevant = align.align_by_labels(row.captions, row.box_labels, matcher=COCO_TOKEN_MATCHER)
+    row.relevant = align.align_by_labels(row.captions, row.box_labels, matcher=align.COCO_MATCHER)
     if path is None:
         _bad_path_row(row, file_name)
     elif reason is not None:

@@ -35,7 +35,6 @@ machine, most of it per-region work (clipping, matching) rather than parsing.
 
 from __future__ import annotations
 
-import functools
 import logging
 import sys
 from array import array
@@ -45,7 +44,7 @@ from collections.abc import Iterator
 from manifests.schema import make_key
 from pipeline import align
 from pipeline.geometry import BOX_CLIPPED, clip_xywh, clip_xyxy
-from pipeline.readers.coco import JsonFile, TokenMatcher, _int_id, _size, _Warner
+from pipeline.readers.coco import JsonFile, _int_id, _size, _Warner
 from pipeline.rows import (
     BAD_PATH,
     CAPTION_NOT_UTF8,
@@ -316,7 +315,7 @@ def _align(phrases: list[str], boxes: list[list[float]], num_regions: int, names
     """Per phrase ``align.align_region`` over its own region (box i) and the objects (boxes from ``num_regions``)."""
     if not names:  # nothing to name: each phrase keeps its own region, as align_region would say
         return [{"boxes": [i], "words": []} for i in range(num_regions)]
-    matcher = object_matcher(set(names))
+    matcher = align.object_matcher(set(names))
     keys = [" ".join(name.lower().split()) for name in names]
     relevant = []
     for i, phrase in enumerate(phrases):
@@ -341,24 +340,6 @@ class _Found:
 
     def find(self, text: str) -> list[align.Match]:
         return self.matches
-
-
-@functools.lru_cache(maxsize=1 << 17)
-def _object_phrases(key: str) -> tuple[str, ...]:
-    category = align.coco_category_of(key)  # a regex search; VG repeats names, so the cache saves most of them
-    return (key, category, *align.COCO_SYNONYMS[category]) if category else (key,)
-
-
-def object_matcher(names: set[str] | list[str]) -> TokenMatcher:
-    """``align.object_matcher``'s table (a name, its plural, and its COCO category's words), as a ``TokenMatcher``.
-
-    Built once per image: ``align.object_matcher`` compiles a regex of every form, about 10 ms an image.
-    """
-    phrases: dict[str, tuple[str, ...]] = {}
-    for name in names:
-        key = " ".join(name.lower().split())
-        phrases[key] = _object_phrases(key)
-    return TokenMatcher(phrases)
 
 
 def merge_into(coco_row: SourceRow, vg_row: SourceRow) -> SourceRow:

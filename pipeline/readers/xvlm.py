@@ -33,7 +33,7 @@ Rules (DESIGN section 6: each elem's box is relevant to its own text):
 
 The whole file is read before the first row comes out (a later line may add to any image); memory holds the
 parsed lines of the file, grouped per image. Measured: 100k lines of 5 elems each (47 MB) in 15 s of CPU, peak
-RSS about 400 MB; a third of the time is ``COCO_MATCHER.find`` on the top-level captions (box labels are cached).
+RSS about 400 MB, measured when ``COCO_MATCHER`` was still a regex (a third of the time then; now a word scan).
 """
 
 from __future__ import annotations
