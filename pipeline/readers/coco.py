@@ -30,184 +30,31 @@ file name and size; the caption strings; per kept box its image, corners, label 
 boxes with polygons; 430 MB of JSON): peak 154 MB above the bare interpreter, against 2.4 GB for ``json.load`` of
 the same two files; 2,150 rows/s on a shared 2-core machine, about half of it parsing.
 
-Non-standard JSON: Python's ``json`` writes ``NaN``/``Infinity`` for non-finite floats and ``\\udcff``-style lone
-surrogates, which yajl rejects. ``JsonFile`` scans each file once for them; only a file that has them is parsed
-through a filter that turns the non-finite numbers into ``null`` (a ``null`` coordinate drops the box as
-``nan_box``), and lone surrogates switch that file to ijson's pure-Python backend (slower, but it returns them so
-that ``clean_captions`` can reject the caption as ``caption_not_utf8``). ``JsonFile`` is shared with the VG reader.
+Non-standard JSON (NaN, lone surrogates) is handled by ``pipeline.readers.jsonstream.JsonFile``.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from array import array
 from collections import Counter
 from collections.abc import Iterator
-from typing import BinaryIO
 
-import ijson
 import numpy as np
 
 from manifests.schema import make_key
 from pipeline import align
 from pipeline.geometry import BOX_CLIPPED, clip_xywh
+from pipeline.readers.common import Warner, image_size, int_id
+from pipeline.readers.jsonstream import JsonFile
 from pipeline.rows import BAD_PATH, DUPLICATE_KEY, PATH_ESCAPES_ROOT, SourceRow, clean_captions, safe_relpath
 from pipeline.sources import SourceSpec
 
 log = logging.getLogger(__name__)
 
 UNKNOWN_CATEGORY = "unknown_category"  # box drop reason next to geometry's nan_box, empty_box, outside_image
-MAX_WARNINGS = 5  # per kind of bad record; the rest are only counted
-
-try:  # the C backend is ~10x faster than pure Python; ijson wheels ship it, but a source build may not have it
-    _FAST = ijson.get_backend("yajl2_c")
-except ImportError:  # pragma: no cover - depends on the installed wheel
-    _FAST = ijson
-_PYTHON = ijson.get_backend("python")
-
-# --- streaming JSON -------------------------------------------------------------------------------------------
-
-_SCAN_CHUNK = 1 << 22
-# A string (complete, or cut by the end of the buffer), or a non-finite number token outside strings.
-_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*(?:(?P<closed>")|\\?\Z)|-?Infinity|NaN', re.DOTALL)
-_LONG_TOKEN = len(b"-Infinity")
-# Where a number can stand: after [ , : or, when the whitespace before it reaches back past the scan buffer's start.
-_BARE_NONFINITE = re.compile(rb"(?:\A|[\[,:])\s*-?(?:NaN|Infinity)")
-_LONE_SURROGATE = re.compile(  # a high surrogate escape not followed by a low one, or a low one not preceded
-    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F]"
-)
-
-
-def _open(path: str) -> BinaryIO:
-    if "://" in path:  # object storage: pyarrow resolves s3://, gs://, hdfs:// and file:// URIs
-        import pyarrow.fs
-
-        fs, inner = pyarrow.fs.FileSystem.from_uri(path)
-        return fs.open_input_stream(inner)
-    return open(path, "rb")
-
-
-def scan_nonstandard(path: str) -> tuple[bool, bool]:
-    """(has NaN/Infinity number tokens, has lone UTF-16 surrogate escapes), from one fast pass over the bytes.
-
-    Byte searches run in C; a hit inside a string only costs the slower parse, never a wrong one.
-    """
-    nonfinite = surrogate = False
-    tail = b""
-    with _open(path) as f:
-        while not (nonfinite and surrogate):
-            chunk = f.read(_SCAN_CHUNK)
-            if not chunk:
-                break
-            buf = tail + chunk
-            if not nonfinite and (b"NaN" in buf or b"Infinity" in buf):
-                nonfinite = _BARE_NONFINITE.search(buf) is not None
-            if not surrogate and (b"\\ud" in buf or b"\\uD" in buf):
-                surrogate = _LONE_SURROGATE.search(buf) is not None
-            tail = buf[-16:]  # long enough for a token or an escape pair cut by the chunk border
-    return nonfinite, surrogate
-
-
-class NonFiniteToNull:
-    """File-like filter over JSON bytes that turns ``NaN``, ``Infinity`` and ``-Infinity`` outside strings into
-    ``null``. Strings are skipped whole (escapes included), so a caption that says "NaN" is left alone."""
-
-    def __init__(self, raw: BinaryIO, chunk_size: int = 1 << 20):
-        self._raw, self._chunk_size = raw, chunk_size
-        self._carry, self._out, self._eof = b"", bytearray(), False
-
-    def read(self, size: int = -1) -> bytes:
-        while not self._eof and (size < 0 or len(self._out) < size):
-            self._fill()
-        size = len(self._out) if size < 0 else min(size, len(self._out))
-        data = bytes(self._out[:size])
-        del self._out[:size]
-        return data
-
-    def _fill(self) -> None:
-        chunk = self._raw.read(self._chunk_size)
-        buf = self._carry + chunk
-        self._eof = not chunk
-        # Keep back a possible token cut by the chunk border; at the end of the file everything goes out.
-        cut = len(buf) if self._eof else max(len(buf) - _LONG_TOKEN, 0)
-        pos = 0
-        for m in _TOKEN.finditer(buf):
-            start, end = m.span()
-            is_string = buf[start] == 0x22
-            if not self._eof and (end > cut or (is_string and m.group("closed") is None)):
-                cut = start  # an unfinished string or token: hand it to the next round whole
-                break
-            if not is_string:
-                self._out += buf[pos:start]
-                self._out += b"null"
-                pos = end
-        self._out += buf[pos:cut]
-        self._carry = buf[cut:]
-
-
-def _one_line(err: Exception) -> str:
-    return " ".join(str(err).split())[:300]
-
-
-class JsonFile:
-    """One JSON annotation file, read in streaming passes (``items(prefix)``), each pass from the start.
-
-    ``what`` names the file in errors (e.g. ``"source coco: captions"``). The file is scanned once for
-    non-standard tokens (see the module docstring) when it is opened.
-    """
-
-    def __init__(self, path: str, what: str):
-        self.path, self.what = path, what
-        try:
-            self.nonfinite, self.lone_surrogates = scan_nonstandard(path)
-        except FileNotFoundError as err:
-            raise FileNotFoundError(f"{what} file {path} not found") from err
-        if self.nonfinite or self.lone_surrogates:
-            log.info("%s: non-standard JSON tokens (NaN/Infinity: %s, lone surrogates: %s), using the tolerant parser",
-                     path, self.nonfinite, self.lone_surrogates)  # fmt: skip
-
-    def items(self, prefix: str) -> Iterator[object]:
-        """The values at ``prefix`` (ijson syntax: ``"images.item"``), floats as ``float``."""
-        backend = _PYTHON if self.lone_surrogates else _FAST
-        with _open(self.path) as raw:
-            stream = NonFiniteToNull(raw) if self.nonfinite else raw
-            try:
-                yield from backend.items(stream, prefix, use_float=True, buf_size=1 << 18)
-            except (ijson.JSONError, UnicodeDecodeError) as err:
-                raise ValueError(f"{self.path}: malformed JSON ({self.what}): {_one_line(err)}") from err
-
 
 # --- the reader -----------------------------------------------------------------------------------------------
-
-
-def _int_id(value: object) -> int | None:
-    """An id field as a non-negative int (JSON has no int type of its own: 12.0 is accepted), else None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return value if isinstance(value, int) and value >= 0 else None
-
-
-def _size(value: object) -> int:
-    """Image width/height; 0 (unknown: boxes are then checked, and clipped at pack time) when unusable."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or value != value:
-        return 0
-    return int(value) if value < 1 << 30 else 0
-
-
-class _Warner:
-    """Logs the first few records of each kind of problem and counts all of them."""
-
-    def __init__(self, stats: Counter):
-        self.stats, self.seen = stats, Counter()
-
-    def __call__(self, kind: str, message: str) -> None:
-        self.stats[kind] += 1
-        self.seen[kind] += 1
-        if self.seen[kind] <= MAX_WARNINGS:
-            log.warning("%s%s", message, " (further ones are only counted)" if self.seen[kind] == MAX_WARNINGS else "")
 
 
 class _Images:
@@ -221,26 +68,26 @@ class _Images:
         self.index_of: dict[int, int] = {}  # image id -> index of its first record
 
 
-def _read_images(file: JsonFile, warn: _Warner) -> _Images:
+def _read_images(file: JsonFile, warn: Warner) -> _Images:
     images = _Images()
     for position, rec in enumerate(file.items("images.item")):
-        image_id = _int_id(rec.get("id")) if isinstance(rec, dict) else None
+        image_id = int_id(rec.get("id")) if isinstance(rec, dict) else None
         if image_id is None:
             warn("bad_records", f"{file.path}: images[{position}] has no integer 'id'; skipped: {str(rec)[:120]}")
             continue
         images.index_of.setdefault(image_id, len(images.ids))
         images.ids.append(image_id)
         images.file_names.append(rec.get("file_name"))
-        images.widths.append(_size(rec.get("width")))
-        images.heights.append(_size(rec.get("height")))
+        images.widths.append(image_size(rec.get("width")))
+        images.heights.append(image_size(rec.get("height")))
     return images
 
 
-def _read_captions(file: JsonFile, images: _Images, warn: _Warner) -> list[list | None]:
+def _read_captions(file: JsonFile, images: _Images, warn: Warner) -> list[list | None]:
     captions: list[list | None] = [None] * len(images.ids)
     num_with_field = 0
     for position, rec in enumerate(file.items("annotations.item")):
-        image_id = _int_id(rec.get("image_id")) if isinstance(rec, dict) else None
+        image_id = int_id(rec.get("image_id")) if isinstance(rec, dict) else None
         if image_id is None:
             warn("bad_records", f"{file.path}: annotations[{position}] has no integer 'image_id'; skipped")
             continue
@@ -257,10 +104,10 @@ def _read_captions(file: JsonFile, images: _Images, warn: _Warner) -> list[list 
     return captions
 
 
-def _read_categories(file: JsonFile, warn: _Warner) -> dict[int, str]:
+def _read_categories(file: JsonFile, warn: Warner) -> dict[int, str]:
     names: dict[int, str] = {}
     for position, rec in enumerate(file.items("categories.item")):
-        cat_id = _int_id(rec.get("id")) if isinstance(rec, dict) else None
+        cat_id = int_id(rec.get("id")) if isinstance(rec, dict) else None
         name = rec.get("name") if isinstance(rec, dict) else None
         if cat_id is None or not isinstance(name, str) or not name.strip():
             warn("bad_records", f"{file.path}: categories[{position}] needs an integer 'id' and a 'name'; skipped")
@@ -299,14 +146,14 @@ class _Boxes:
         return boxes, labels, crowd
 
 
-def _read_instances(file: JsonFile, images: _Images, stats: Counter, warn: _Warner) -> _Boxes:
+def _read_instances(file: JsonFile, images: _Images, stats: Counter, warn: Warner) -> _Boxes:
     categories = _read_categories(file, warn)
     boxes = _Boxes(len(images.ids))
     label_index = {cat_id: i for i, cat_id in enumerate(categories)}
     boxes.labels = list(categories.values())
     instances_only: set[int] = set()
     for position, rec in enumerate(file.items("annotations.item")):
-        image_id = _int_id(rec.get("image_id")) if isinstance(rec, dict) else None
+        image_id = int_id(rec.get("image_id")) if isinstance(rec, dict) else None
         if image_id is None:
             warn("bad_records", f"{file.path}: annotations[{position}] has no integer 'image_id'; skipped")
             continue
@@ -316,7 +163,7 @@ def _read_instances(file: JsonFile, images: _Images, stats: Counter, warn: _Warn
             instances_only.add(image_id)
             continue
         category = rec.get("category_id")
-        label = label_index.get(_int_id(category))
+        label = label_index.get(int_id(category))
         if label is None:
             warn(UNKNOWN_CATEGORY, f"{file.path}: annotation {rec.get('id')} (image {image_id}) has category_id "
                  f"{category!r}, which the file's categories do not list; box dropped")  # fmt: skip
@@ -352,7 +199,7 @@ def read(spec: SourceSpec, stats: Counter | None = None) -> Iterator[SourceRow]:
     ``boxes``, box drop reasons, ``clipped``, and the skipped records described in the module docstring.
     """
     stats = Counter() if stats is None else stats
-    warn = _Warner(stats)
+    warn = Warner(stats)
     captions_file = JsonFile(spec.files["captions"], f"source {spec.name}: captions")
     instances_file = (
         JsonFile(spec.files["instances"], f"source {spec.name}: instances") if "instances" in spec.files else None

@@ -7,6 +7,7 @@
   key unique, rejected rows included.
 - file opening through pyarrow filesystems (local paths and URIs), and pausing the garbage collector while
   millions of small objects are grouped.
+- record helpers of the COCO and VG readers: ids and sizes from JSON values, a warner that logs a few and counts all.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from __future__ import annotations
 import codecs
 import gc
 import hashlib
+import logging
 import os
 import re
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
@@ -35,6 +38,8 @@ from pipeline.rows import (
     safe_relpath,
 )
 from pipeline.sources import SourceSpec
+
+log = logging.getLogger(__name__)
 
 # Not in pipeline.rows yet: a record that cannot be read at all (not JSON, not an object, no image member).
 BAD_RECORD = "bad_record"
@@ -317,3 +322,37 @@ def rejected_row(spec: SourceSpec, keys: KeyRegistry, base: str, status: str, er
 
 
 # --- the reader --------------------------------------------------------------------------------------------------
+
+
+# --- annotation records (COCO, VG) -------------------------------------------------------------------------------
+
+MAX_WARNINGS = 5  # per kind of bad record; the rest are only counted
+
+
+def int_id(value: object) -> int | None:
+    """An id field as a non-negative int (JSON has no int type of its own: 12.0 is accepted), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return value if isinstance(value, int) and value >= 0 else None
+
+
+def image_size(value: object) -> int:
+    """Image width/height; 0 (unknown: boxes are then checked, and clipped at pack time) when unusable."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or value != value:
+        return 0
+    return int(value) if value < 1 << 30 else 0
+
+
+class Warner:
+    """Logs the first few records of each kind of problem and counts all of them."""
+
+    def __init__(self, stats: Counter):
+        self.stats, self.seen = stats, Counter()
+
+    def __call__(self, kind: str, message: str) -> None:
+        self.stats[kind] += 1
+        self.seen[kind] += 1
+        if self.seen[kind] <= MAX_WARNINGS:
+            log.warning("%s%s", message, " (further ones are only counted)" if self.seen[kind] == MAX_WARNINGS else "")

@@ -44,7 +44,8 @@ from collections.abc import Iterator
 from manifests.schema import make_key
 from pipeline import align
 from pipeline.geometry import BOX_CLIPPED, clip_xywh, clip_xyxy
-from pipeline.readers.coco import JsonFile, _int_id, _size, _Warner
+from pipeline.readers.common import Warner, image_size, int_id
+from pipeline.readers.jsonstream import JsonFile
 from pipeline.rows import (
     BAD_PATH,
     CAPTION_NOT_UTF8,
@@ -81,12 +82,12 @@ def _url_path(url: object) -> str | None:
     return safe_relpath("/".join(parts[-2:])) if len(parts) >= 2 else None
 
 
-def _read_image_data(file: JsonFile, warn: _Warner) -> dict[int, _Image]:
+def _read_image_data(file: JsonFile, warn: Warner) -> dict[int, _Image]:
     images: dict[int, _Image] = {}
     for position, rec in enumerate(file.items("item")):
         image_id = None
         if isinstance(rec, dict):
-            image_id = _int_id(rec["image_id"] if "image_id" in rec else rec.get("id"))
+            image_id = int_id(rec["image_id"] if "image_id" in rec else rec.get("id"))
         if image_id is None:
             warn("bad_records", f"{file.path}: [{position}] has no integer 'image_id'; skipped")
             continue
@@ -94,7 +95,11 @@ def _read_image_data(file: JsonFile, warn: _Warner) -> dict[int, _Image]:
             warn("duplicate_image_data", f"{file.path}: image {image_id} is listed twice; the first record is used")
             continue
         images[image_id] = _Image(
-            rec.get("url"), _size(rec.get("width")), _size(rec.get("height")), _int_id(rec.get("coco_id")), position
+            rec.get("url"),
+            image_size(rec.get("width")),
+            image_size(rec.get("height")),
+            int_id(rec.get("coco_id")),
+            position,
         )
     return images
 
@@ -143,13 +148,13 @@ def _compact_objects(rec: dict, image: _Image | None, stats: Counter) -> _Object
 def _record_image_id(rec: object) -> int | None:
     if not isinstance(rec, dict):
         return None
-    return _int_id(rec["image_id"] if "image_id" in rec else rec.get("id"))
+    return int_id(rec["image_id"] if "image_id" in rec else rec.get("id"))
 
 
 class _ObjectStream:
     """Objects of the image asked for, read in lockstep with the regions (see the module docstring)."""
 
-    def __init__(self, file: JsonFile | None, images: dict[int, _Image], done: set[int], stats: Counter, warn: _Warner):
+    def __init__(self, file: JsonFile | None, images: dict[int, _Image], done: set[int], stats: Counter, warn: Warner):
         self.images, self.done, self.stats, self.warn = images, done, stats, warn
         self.parked: dict[int, _Objects] = {}
         self.remaining: Counter = Counter()
@@ -159,9 +164,9 @@ class _ObjectStream:
             # The id order first (a tokenizing pass, no objects built), so that an image the file lacks is known
             # to be absent instead of being searched for to the end of the file.
             ids = file.items("item.image_id")
-            self.remaining.update(i for i in map(_int_id, ids) if i is not None)
+            self.remaining.update(i for i in map(int_id, ids) if i is not None)
             if not self.remaining:
-                self.remaining.update(i for i in map(_int_id, file.items("item.id")) if i is not None)
+                self.remaining.update(i for i in map(int_id, file.items("item.id")) if i is not None)
             self.records = file.items("item")
             self.path = file.path
 
@@ -209,7 +214,7 @@ def read_with_coco_ids(spec: SourceSpec, stats: Counter | None = None) -> Iterat
     ``blank_phrases``, ``objects_without_name``, ``objects_without_regions``, ``bad_records``.
     """
     stats = Counter() if stats is None else stats
-    warn = _Warner(stats)
+    warn = Warner(stats)
     image_file = JsonFile(spec.files["image_data"], f"source {spec.name}: image_data")
     region_file = JsonFile(spec.files["regions"], f"source {spec.name}: regions")
     object_file = JsonFile(spec.files["objects"], f"source {spec.name}: objects") if "objects" in spec.files else None

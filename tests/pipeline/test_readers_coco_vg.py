@@ -15,7 +15,7 @@ import pytest
 from manifests.schema import validate_key
 from pipeline import align
 from pipeline.geometry import clip_xywh
-from pipeline.readers import coco, read_source, vg
+from pipeline.readers import coco, jsonstream, read_source, vg
 from pipeline.rows import (
     BAD_PATH,
     CAPTION_NOT_UTF8,
@@ -135,7 +135,7 @@ def test_coco_bad_boxes_dropped_clipped_and_counted(tmp_path: Path) -> None:
         _box(7, 1, "not a box"),  # wrong type: dropped as unusable
     ]
     spec = write_coco(tmp_path, [_image(1)], [(1, "people")], boxes)
-    assert coco.JsonFile(spec.files["instances"], "test").nonfinite  # the file really holds a bare NaN
+    assert jsonstream.JsonFile(spec.files["instances"], "test").nonfinite  # the file really holds a bare NaN
     (row,), stats = _read(coco.read, spec)
     assert row.status == "ok"
     assert row.boxes == [[180.0, 85.0, 200.0, 100.0], [10.0, 10.0, 20.0, 20.0]]
@@ -219,7 +219,7 @@ def test_missing_file_names_the_setting(tmp_path: Path) -> None:
 def test_nonfinite_filter_leaves_strings_alone_at_any_chunk_border(chunk_size: int) -> None:
     doc = {"a": [float("nan"), float("inf"), -float("inf"), 1.5], "s": 'NaN, "Infinity" \\ -Infinity', "NaN": [1]}
     raw = json.dumps(doc).encode()
-    filtered = coco.NonFiniteToNull(io.BytesIO(raw), chunk_size=chunk_size).read()
+    filtered = jsonstream.NonFiniteToNull(io.BytesIO(raw), chunk_size=chunk_size).read()
     assert json.loads(filtered) == {"a": [None, None, None, 1.5], "s": 'NaN, "Infinity" \\ -Infinity', "NaN": [1]}
 
 
@@ -232,7 +232,7 @@ def test_scan_finds_nonfinite_numbers_and_lone_surrogates(tmp_path: Path) -> Non
     }
     for name, (text, expected) in cases.items():
         (tmp_path / name).write_text(text)
-        assert coco.scan_nonstandard(str(tmp_path / name)) == expected, name
+        assert jsonstream.scan_nonstandard(str(tmp_path / name)) == expected, name
 
 
 # --- the token matcher (align.Matcher) equals the regex reference (align.RegexMatcher) ---------------------------
