@@ -19,7 +19,7 @@ import logging
 import os
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
 
@@ -30,6 +30,7 @@ from manifests.schema import KEY_RE, make_key
 from pipeline.rows import (
     BAD_PATH,
     CAPTION_NOT_UTF8,
+    DUPLICATE_KEY,
     EMPTY_CAPTION,
     NO_CAPTION,
     PATH_ESCAPES_ROOT,
@@ -322,6 +323,40 @@ def rejected_row(spec: SourceSpec, keys: KeyRegistry, base: str, status: str, er
 
 
 # --- the reader --------------------------------------------------------------------------------------------------
+
+
+def keyed_rows(
+    spec: SourceSpec,
+    records: Iterable,
+    bad_type: type,
+    locate: Callable[[object], tuple[str, str, str]],
+    image_row: Callable[[object, str], SourceRow],
+) -> Iterator[SourceRow]:
+    """Rows of per-image records (json_list, xvlm), keyed so that every key is unique, rejected rows included.
+
+    Every natural key is claimed before any fallback key is handed out; a later image with a taken key is rejected
+    as ``duplicate_key``. ``locate(record)`` gives (fallback key tag, error prefix, short reference), e.g.
+    ``("entry3", "x.json entry 3", "entry 3")``; ``image_row(record, where)`` builds the row of a good image.
+    """
+    records = list(records)
+    keys = KeyRegistry(spec.name)
+    for record in records:
+        if not isinstance(record, bad_type):
+            record.key_id = natural_key_id(record.image_id, record.path)
+            record.duplicate_of = keys.claim(record.key_id, record)
+    for record in records:
+        tag, where, _ = locate(record)
+        if isinstance(record, bad_type):
+            yield rejected_row(spec, keys, tag, record.status, record.error)
+        elif record.duplicate_of is not None:
+            other = record.duplicate_of
+            error = (
+                f"{where}: image {record.path!r} has the key id {record.key_id!r} of image {other.path!r} "
+                f"({locate(other)[2]})"
+            )
+            yield rejected_row(spec, keys, tag, DUPLICATE_KEY, error, record.path)
+        else:
+            yield image_row(record, where)
 
 
 # --- annotation records (COCO, VG) -------------------------------------------------------------------------------

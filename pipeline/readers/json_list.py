@@ -43,19 +43,16 @@ from pipeline.readers.common import (
     BAD_RECORD,
     CAPTION_ERRORS,
     PATH_ERRORS,
-    KeyRegistry,
     SurrogateGuard,
     caption_row,
     check_image_path,
     gc_paused,
     ijson_backend,
-    natural_key_id,
+    keyed_rows,
     open_binary,
-    rejected_row,
     show,
 )
 from pipeline.rows import (
-    DUPLICATE_KEY,
     SourceRow,
 )
 from pipeline.sources import SourceSpec
@@ -134,22 +131,12 @@ def _group(path: str) -> dict[str | int, _Image | _Bad]:
 def read(spec: SourceSpec) -> Iterator[SourceRow]:
     """Rows of one ALBEF/BLIP JSON list source, one per image, in the order of each image's first entry."""
     path = spec.files["annotations"]
-    records = _group(path)
-    keys = KeyRegistry(spec.name)
-    for record in records.values():  # every natural key is claimed before any fallback key is handed out
-        if isinstance(record, _Image):
-            record.key_id = natural_key_id(record.image_id, record.path)
-            record.duplicate_of = keys.claim(record.key_id, record)
-    for record in records.values():
-        if isinstance(record, _Bad):
-            yield rejected_row(spec, keys, f"entry{record.index}", record.status, record.error)
-        elif record.duplicate_of is not None:
-            other = record.duplicate_of
-            error = (
-                f"{path} entry {record.index}: image {record.path!r} has the key id {record.key_id!r} of image "
-                f"{other.path!r} (entry {other.index})"
-            )
-            yield rejected_row(spec, keys, f"entry{record.index}", DUPLICATE_KEY, error, record.path)
-        else:
-            row, reason = caption_row(spec, record.key_id, record.path, record.caption_list())
-            yield row.reject(reason, f"{path} entry {record.index}: {CAPTION_ERRORS[reason]}") if reason else row
+
+    def locate(record: _Image | _Bad) -> tuple[str, str, str]:
+        return f"entry{record.index}", f"{path} entry {record.index}", f"entry {record.index}"
+
+    def image_row(record: _Image, where: str) -> SourceRow:
+        row, reason = caption_row(spec, record.key_id, record.path, record.caption_list())
+        return row.reject(reason, f"{where}: {CAPTION_ERRORS[reason]}") if reason else row
+
+    return keyed_rows(spec, _group(path).values(), _Bad, locate, image_row)

@@ -50,16 +50,14 @@ from pipeline.readers.common import (
     BAD_RECORD,
     CAPTION_ERRORS,
     PATH_ERRORS,
-    KeyRegistry,
     caption_row,
     check_image_path,
     gc_paused,
-    natural_key_id,
+    keyed_rows,
     open_binary,
-    rejected_row,
     show,
 )
-from pipeline.rows import DUPLICATE_KEY, NO_CAPTION, SourceRow, clean_captions
+from pipeline.rows import NO_CAPTION, SourceRow, clean_captions
 from pipeline.sources import SourceSpec
 
 
@@ -253,21 +251,8 @@ def _image_row(spec: SourceSpec, image: _Image, where: str) -> SourceRow:
 def read(spec: SourceSpec) -> Iterator[SourceRow]:
     """Rows of one X-VLM JSON Lines source, one per image, in the order of each image's first line."""
     path = spec.files["annotations"]
-    records = _group(path)
-    keys = KeyRegistry(spec.name)
-    for record in records.values():  # every natural key is claimed before any fallback key is handed out
-        if isinstance(record, _Image):
-            record.key_id = natural_key_id(record.image_id, record.path)
-            record.duplicate_of = keys.claim(record.key_id, record)
-    for record in records.values():
-        if isinstance(record, _Bad):
-            yield rejected_row(spec, keys, f"line{record.line}", record.status, record.error)
-        elif record.duplicate_of is not None:
-            other = record.duplicate_of
-            error = (
-                f"{path}:{record.line}: image {record.path!r} has the key id {record.key_id!r} of image "
-                f"{other.path!r} (line {other.line})"
-            )
-            yield rejected_row(spec, keys, f"line{record.line}", DUPLICATE_KEY, error, record.path)
-        else:
-            yield _image_row(spec, record, f"{path}:{record.line}")
+
+    def locate(record: _Image | _Bad) -> tuple[str, str, str]:
+        return f"line{record.line}", f"{path}:{record.line}", f"line {record.line}"
+
+    return keyed_rows(spec, _group(path).values(), _Bad, locate, lambda record, where: _image_row(spec, record, where))
