@@ -1,10 +1,10 @@
 """Source readers: one module per annotation format, each ``read(spec) -> Iterator[SourceRow]``.
 
 Every reader yields one normalized ``SourceRow`` per image (``pipeline.rows``), with boxes clipped
-(``pipeline.geometry``), captions cleaned (``rows.clean_captions``), image paths checked
-(``rows.safe_relpath``) and captions aligned to boxes (``pipeline.align``). A record that cannot be used becomes a
-rejected row with a reason; a file that cannot be parsed at all raises ``ValueError`` naming the file (and the
-record where that makes sense).
+(``pipeline.geometry``), captions cleaned (``rows.clean_captions``), image paths checked with a reason
+(``readers.common.check_image_path``) and captions aligned to boxes (``pipeline.align``). A record that cannot be
+used becomes a rejected row with a reason; a file that cannot be parsed at all raises ``ValueError`` naming the file
+(and the record where that makes sense).
 """
 
 from __future__ import annotations

@@ -45,9 +45,9 @@ import numpy as np
 from manifests.schema import make_key
 from pipeline import align
 from pipeline.geometry import BOX_CLIPPED, clip_xywh
-from pipeline.readers.common import Warner, image_size, int_id
+from pipeline.readers.common import PATH_ERRORS, Warner, check_image_path, image_size, int_id, show
 from pipeline.readers.jsonstream import JsonFile
-from pipeline.rows import BAD_PATH, DUPLICATE_KEY, PATH_ESCAPES_ROOT, SourceRow, clean_captions, safe_relpath
+from pipeline.rows import DUPLICATE_KEY, SourceRow, clean_captions
 from pipeline.sources import SourceSpec
 
 log = logging.getLogger(__name__)
@@ -186,12 +186,6 @@ def _read_instances(file: JsonFile, images: _Images, stats: Counter, warn: Warne
     return boxes
 
 
-def _bad_path_row(row: SourceRow, file_name: object) -> SourceRow:
-    if isinstance(file_name, str) and file_name and not file_name.startswith(("/", "\\")) and "://" not in file_name:
-        return row.reject(PATH_ESCAPES_ROOT, f"file_name {file_name!r} leads outside the image root")
-    return row.reject(BAD_PATH, f"file_name {file_name!r} is not a relative path")
-
-
 def read(spec: SourceSpec, stats: Counter | None = None) -> Iterator[SourceRow]:
     """Rows of one COCO source, in the image order of its captions file.
 
@@ -230,13 +224,13 @@ def read(spec: SourceSpec, stats: Counter | None = None) -> Iterator[SourceRow]:
 
 
 def _fill(row: SourceRow, file_name: object, raw_captions: list, boxes: _Boxes, index: int) -> None:
-    path = safe_relpath(file_name)
+    path, path_reason = check_image_path(file_name)
     row.image_path = path or ""
     row.captions, reason = clean_captions(raw_captions)
     row.boxes, row.box_labels, row.box_crowd = boxes.of(index)
     row.boxes_dropped, row.boxes_clipped = int(boxes.dropped[index]), int(boxes.clipped[index])
     row.relevant = align.align_by_labels(row.captions, row.box_labels, matcher=align.COCO_MATCHER)
     if path is None:
-        _bad_path_row(row, file_name)
+        row.reject(path_reason, f"file_name {show(file_name)}: {PATH_ERRORS[path_reason]}")
     elif reason is not None:
         row.reject(reason, f"no usable caption among {len(raw_captions)} caption annotations")

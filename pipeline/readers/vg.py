@@ -44,7 +44,7 @@ from collections.abc import Iterator
 from manifests.schema import make_key
 from pipeline import align
 from pipeline.geometry import BOX_CLIPPED, clip_xywh, clip_xyxy
-from pipeline.readers.common import Warner, image_size, int_id
+from pipeline.readers.common import PATH_ERRORS, Warner, check_image_path, image_size, int_id, show
 from pipeline.readers.jsonstream import JsonFile
 from pipeline.rows import (
     BAD_PATH,
@@ -52,10 +52,8 @@ from pipeline.rows import (
     DUPLICATE_KEY,
     EMPTY_CAPTION,
     NO_CAPTION,
-    PATH_ESCAPES_ROOT,
     SourceRow,
     clean_captions,
-    safe_relpath,
 )
 from pipeline.sources import SourceSpec
 
@@ -67,19 +65,22 @@ _CAPTION_REASONS = (NO_CAPTION, EMPTY_CAPTION, CAPTION_NOT_UTF8)
 class _Image:
     """What image_data says about one image."""
 
-    __slots__ = ("coco_id", "height", "order", "path", "url", "width")
+    __slots__ = ("coco_id", "height", "order", "path", "path_reason", "url", "width")
 
     def __init__(self, url: object, width: int, height: int, coco_id: int | None, order: int):
         self.url, self.width, self.height, self.coco_id, self.order = url, width, height, coco_id, order
-        self.path = _url_path(url)
+        self.path, self.path_reason = _url_path(url)
 
 
-def _url_path(url: object) -> str | None:
-    """``https://.../VG_100K_2/1.jpg`` -> ``VG_100K_2/1.jpg``: the folder and file the real dataset unpacks to."""
+def _url_path(url: object) -> tuple[str | None, str | None]:
+    """``https://.../VG_100K_2/1.jpg`` -> ``VG_100K_2/1.jpg``: the folder and file the real dataset unpacks to.
+
+    Returns (path, None), or (None, the rejection reason).
+    """
     if not isinstance(url, str) or not url.strip():
-        return None
+        return None, BAD_PATH
     parts = url.strip().rstrip("/").split("/")
-    return safe_relpath("/".join(parts[-2:])) if len(parts) >= 2 else None
+    return check_image_path("/".join(parts[-2:])) if len(parts) >= 2 else (None, BAD_PATH)
 
 
 def _read_image_data(file: JsonFile, warn: Warner) -> dict[int, _Image]:
@@ -260,9 +261,7 @@ def _new_row(spec: SourceSpec, image_id: int, image: _Image | None) -> SourceRow
         row.width, row.height = image.width, image.height
         row.image_path = image.path or ""
         if image.path is None:
-            url = image.url
-            escapes = isinstance(url, str) and ".." in url.replace("\\", "/").split("/")
-            row.reject(PATH_ESCAPES_ROOT if escapes else BAD_PATH, f"url {url!r} gives no image path under the root")
+            row.reject(image.path_reason, f"url {show(image.url)}: {PATH_ERRORS[image.path_reason]}")
     return row
 
 
