@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 from tqdm import tqdm
 
 from manifests.schema import STATUS_OK
+from pipeline.geometry import DROP_REASONS
 from pipeline.readers import read_source
+from pipeline.readers.coco import UNKNOWN_CATEGORY
 from pipeline.rows import SourceRow, write_source_table
 from pipeline.sources import SourceSpec, load_sources
 
@@ -41,6 +43,11 @@ class SourceSummary:
     boxes_dropped: int = 0
     boxes_clipped: int = 0
     rejected: Counter = field(default_factory=Counter)  # reason -> rows
+    reader_stats: Counter = field(default_factory=Counter)  # what the reader counted (box drop reasons, ...)
+
+    @property
+    def box_drops(self) -> dict[str, int]:
+        return {r: self.reader_stats[r] for r in (*DROP_REASONS, UNKNOWN_CATEGORY) if self.reader_stats[r]}
 
     def add(self, row: SourceRow) -> None:
         self.images += 1
@@ -67,7 +74,7 @@ def _merge_vg(vg_spec: SourceSpec, coco_rows: dict[int, SourceRow], summary: Sou
     """VG rows, with those that are also COCO images folded into the COCO row instead of yielded."""
     from pipeline.readers.vg import merge_into, read_with_coco_ids
 
-    for row, coco_id in read_with_coco_ids(vg_spec):
+    for row, coco_id in read_with_coco_ids(vg_spec, summary.reader_stats):
         target = coco_rows.get(coco_id) if coco_id is not None else None
         if row.status == STATUS_OK and target is not None and target.status == STATUS_OK:
             merge_into(target, row)
@@ -84,16 +91,21 @@ def ingest(specs: list[SourceSpec], out: str, progress: bool = True) -> dict[str
     vg_specs = [s for s in specs if s.format == "vg"]
     coco_rows: dict[int, SourceRow] = {}
     for spec in coco_specs if vg_specs else []:
-        for row in tqdm(read_source(spec), desc=f"read {spec.name}", unit=" images", disable=not progress):
+        rows = read_source(spec, summaries[spec.name].reader_stats)
+        for row in tqdm(rows, desc=f"read {spec.name}", unit=" images", disable=not progress):
             coco_rows.setdefault(int(row.image_id), row)
 
     def all_rows() -> Iterator[SourceRow]:
         for spec in specs:
             if spec.format == "coco" and vg_specs:
                 continue  # held for merging, written at the end
-            rows = _merge_vg(spec, coco_rows, summaries[spec.name]) if spec.format == "vg" else read_source(spec)
+            summary = summaries[spec.name]
+            if spec.format == "vg":
+                rows = _merge_vg(spec, coco_rows, summary)
+            else:
+                rows = read_source(spec, summary.reader_stats)
             for row in tqdm(rows, desc=f"read {spec.name}", unit=" images", disable=not progress):
-                summaries[spec.name].add(row)
+                summary.add(row)
                 yield row
         for spec in coco_specs if vg_specs else []:
             for row in coco_rows.values():
@@ -116,7 +128,9 @@ def format_summary(summaries: dict[str, SourceSummary]) -> str:
             reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(s.rejected.items()))
             lines.append(f"{name}: rejected {sum(s.rejected.values())} ({reasons})")
         if s.boxes_dropped or s.boxes_clipped:
-            lines.append(f"{name}: boxes dropped {s.boxes_dropped}, clipped {s.boxes_clipped}")
+            reasons = ", ".join(f"{reason} {n}" for reason, n in s.box_drops.items())
+            lines.append(f"{name}: boxes dropped {s.boxes_dropped}{f' ({reasons})' if reasons else ''}, "
+                         f"clipped {s.boxes_clipped}")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -132,7 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     record = {
         "config": args.config,
         "sources": [vars(s) | {"files": dict(s.files)} for s in specs],
-        "summary": {name: vars(s) | {"rejected": dict(s.rejected)} for name, s in summaries.items()},
+        "summary": {
+            name: vars(s) | {"rejected": dict(s.rejected), "reader_stats": dict(s.reader_stats)}
+            for name, s in summaries.items()
+        },
         "seconds": round(seconds, 3),
     }
     with open(f"{args.out}.ingest.json", "w", encoding="utf-8") as f:

@@ -10,6 +10,7 @@ import math
 
 BOX_OK, BOX_CLIPPED = "ok", "clipped"
 DROP_NAN, DROP_EMPTY, DROP_OUTSIDE = "nan_box", "empty_box", "outside_image"
+DROP_REASONS = (DROP_NAN, DROP_EMPTY, DROP_OUTSIDE)
 
 
 def clip_xywh(box, width: int, height: int) -> tuple[list[float] | None, str]:

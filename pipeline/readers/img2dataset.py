@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import os
 import tarfile
+from collections import Counter
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -193,8 +194,10 @@ def _row(spec: SourceSpec, keys: KeyRegistry, record: _Record, tar: str, index: 
     return row
 
 
-def read(spec: SourceSpec) -> Iterator[SourceRow]:
-    """Rows of one img2dataset output folder: shards in name order, samples in shard order."""
+def read(spec: SourceSpec, stats: Counter | None = None) -> Iterator[SourceRow]:
+    """Rows of one img2dataset output folder: shards in name order, samples in shard order.
+
+    There are no boxes, so ``stats`` gets nothing: every problem is a rejected row."""
     fs, root = filesystem(spec.images)
     names = _list_folder(fs, root, f"source {spec.name}")
     tars = [name for name in names if name.endswith(".tar")]

@@ -34,6 +34,7 @@ and how many entries were read: a JSON document cannot be resynchronized after a
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -128,8 +129,10 @@ def _group(path: str) -> dict[str | int, _Image | _Bad]:
     return records
 
 
-def read(spec: SourceSpec) -> Iterator[SourceRow]:
-    """Rows of one ALBEF/BLIP JSON list source, one per image, in the order of each image's first entry."""
+def read(spec: SourceSpec, stats: Counter | None = None) -> Iterator[SourceRow]:
+    """Rows of one ALBEF/BLIP JSON list source, one per image, in the order of each image's first entry.
+
+    There are no boxes, so ``stats`` gets nothing: every problem is a rejected row."""
     path = spec.files["annotations"]
 
     def locate(record: _Image | _Bad) -> tuple[str, str, str]:

@@ -39,6 +39,7 @@ RSS about 400 MB, measured when ``COCO_MATCHER`` was still a regex (a third of t
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -190,7 +191,7 @@ class _Boxes:
     raw_captions: list = field(default_factory=list)  # every caption seen, for the reason when none is usable
 
 
-def _add_elems(image: _Image) -> _Boxes:
+def _add_elems(image: _Image, stats: Counter) -> _Boxes:
     out = _Boxes()
     for elem in image.elems:
         captions, label, raw = _elem_texts(elem)
@@ -199,9 +200,12 @@ def _add_elems(image: _Image) -> _Boxes:
             continue
         box, status = clip_xywh(elem.get("bb"), image.width, image.height)
         if box is None:
+            stats[status] += 1
             out.dropped += 1
             continue
-        out.clipped += status == BOX_CLIPPED
+        if status == BOX_CLIPPED:
+            stats[BOX_CLIPPED] += 1
+            out.clipped += 1
         index = len(out.boxes)
         out.boxes.append(box)
         out.labels.append(label)
@@ -232,8 +236,8 @@ def align_to_elems(captions: list[str], labels: list[str]) -> list[dict]:
     return relevant
 
 
-def _image_row(spec: SourceSpec, image: _Image, where: str) -> SourceRow:
-    elems = _add_elems(image)
+def _image_row(spec: SourceSpec, image: _Image, where: str, stats: Counter) -> SourceRow:
+    elems = _add_elems(image, stats)
     row, _ = caption_row(spec, image.key_id, image.path, image.captions)  # top-level captions only, so far
     row.width, row.height = image.width, image.height
     row.relevant = align_to_elems(row.captions, elems.labels) + elems.relevant
@@ -248,11 +252,17 @@ def _image_row(spec: SourceSpec, image: _Image, where: str) -> SourceRow:
     return row.reject(reason, f"{where}: {CAPTION_ERRORS[reason]}")
 
 
-def read(spec: SourceSpec) -> Iterator[SourceRow]:
-    """Rows of one X-VLM JSON Lines source, one per image, in the order of each image's first line."""
+def read(spec: SourceSpec, stats: Counter | None = None) -> Iterator[SourceRow]:
+    """Rows of one X-VLM JSON Lines source, one per image, in the order of each image's first line.
+
+    ``stats`` (optional) receives ``clipped`` and the box drop reasons of ``pipeline.geometry``."""
     path = spec.files["annotations"]
+    stats = Counter() if stats is None else stats
 
     def locate(record: _Image | _Bad) -> tuple[str, str, str]:
         return f"line{record.line}", f"{path}:{record.line}", f"line {record.line}"
 
-    return keyed_rows(spec, _group(path).values(), _Bad, locate, lambda record, where: _image_row(spec, record, where))
+    def image_row(record: _Image, where: str) -> SourceRow:
+        return _image_row(spec, record, where, stats)
+
+    return keyed_rows(spec, _group(path).values(), _Bad, locate, image_row)

@@ -10,6 +10,7 @@ import io
 import json
 import math
 import tarfile
+from collections import Counter
 from pathlib import Path
 
 import ijson
@@ -301,9 +302,12 @@ def test_xvlm_bad_boxes_are_clipped_or_dropped_with_their_captions(tmp_path):
         '{"caption": "", "bb": [0, 0, 5, 5]},'
         '"not an elem"]}'
     )
-    rows = list(xvlm.read(_spec("xvlm", tmp_path, _write_lines(tmp_path / "b.jsonl", [line]))))
+    stats = Counter()
+    rows = list(xvlm.read(_spec("xvlm", tmp_path, _write_lines(tmp_path / "b.jsonl", [line])), stats))
     (row,) = _check(rows, tmp_path).values()
     assert row.captions == ["inside", "partly outside"]
+    # "no box" and "short box" have a missing or malformed bb: NaN-like, dropped as nan_box.
+    assert stats == Counter(clipped=1, nan_box=3, empty_box=1, outside_image=1)
     assert row.boxes == [[10, 10, 30, 30], [190, 90, 200, 100]]
     assert (row.boxes_clipped, row.boxes_dropped) == (1, 5)
     assert math.isfinite(sum(sum(b) for b in row.boxes))
