@@ -11,6 +11,7 @@ import sys
 JOBS = {
     "synth": "write a synthetic corpus in the real COCO / Visual Genome / web-caption formats",
     "ingest": "read every source of a sources.yaml into one normalized Parquet table, captions aligned to boxes",
+    "pack": "a Ray Data job: source manifest -> deterministic WebDataset shards with PTA labels and Parquet manifests",
     "demo": "run the whole system on the embedded default (synthetic corpus, local Ray, CPU)",
     "bench": "benchmarks, each against a baseline in the same run (copa bench --help)",
 }

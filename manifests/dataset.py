@@ -166,6 +166,7 @@ class ShardStats:
     rejected: dict[str, int]  # reason -> count
     tar_bytes: int
     seconds: float
+    boxes_dropped: dict[str, int] = field(default_factory=dict)  # reason -> boxes dropped at pack time
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self):

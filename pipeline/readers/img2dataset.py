@@ -31,7 +31,6 @@ download to fix, not a bad record, and silently ingesting part of a shard would 
 from __future__ import annotations
 
 import json
-import os
 import tarfile
 from collections import Counter
 from collections.abc import Iterator
@@ -42,6 +41,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from pipeline.fetch import filesystem
 from pipeline.readers.common import (
     BAD_RECORD,
     CAPTION_ERRORS,
@@ -68,13 +68,6 @@ class _Record(NamedTuple):
     captions: list  # raw captions (str, None, or undecoded text)
     width: int
     height: int
-
-
-def filesystem(location: str) -> tuple[pafs.FileSystem, str]:
-    """A pyarrow filesystem and the path in it for a local folder or a URI (``s3://bucket/sbu``)."""
-    if "://" in location:
-        return pafs.FileSystem.from_uri(location)
-    return pafs.LocalFileSystem(), os.path.abspath(location)
 
 
 def _size(value: object) -> int:

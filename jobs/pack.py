@@ -1,0 +1,270 @@
+"""``copa pack --source source.parquet --out DIR``: a Ray Data job that writes WebDataset shards with PTA labels.
+
+Reads top to bottom: config -> plan -> read -> assign shards -> group -> pack each shard -> finalize.
+
+- **Config**: ``--config pack.yaml`` (the fields of ``pipeline.pack.PackConfig``: ``samples_per_shard``,
+  ``image: {max_short_side, jpeg_quality, ...}``, ``geometry: {image_size, patch_size}``), then flags on top.
+- **Plan** (driver): only the ``key`` column of the source manifest is read; the shard plan is a few hundred hash
+  boundaries (``pipeline.pack``), independent of workers and execution order.
+- **Work** (Ray Data): ``read_parquet`` of the source manifest, each row tagged with its shard, grouped by shard;
+  one call of ``ShardPacker`` writes one whole shard. Without ``RAY_ADDRESS`` an embedded local cluster starts;
+  with it (``ray job submit``) the job joins that cluster. Inputs and outputs may be URIs (``s3://...``).
+- **Resume**: a shard whose stats file exists is done. ``pack_config.json`` in the output records the config and
+  the source manifest's checksum; a rerun with anything else refuses to mix into the folder unless ``--overwrite``
+  (which deletes the old shards first).
+- **Finalize**: ``dataset.json`` (config, geometry, totals per source) and ``sizes.json`` from every shard's stats and
+  manifest, and a summary on the console.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from collections import Counter
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import yaml
+from tqdm import tqdm
+
+from manifests.dataset import (
+    DatasetInfo,
+    ShardStats,
+    atomic_write,
+    read_manifest,
+    read_stats,
+    read_text,
+    write_dataset_info,
+    write_sizes,
+)
+from manifests.schema import DATASET_FILE, SCHEMA_VERSION, SIZES_FILE, STATUS_OK, shard_files, shard_name
+from pipeline.fetch import filesystem
+from pipeline.pack import PackConfig, ShardPacker, ShardPlan, key_hashes, plan_shards
+from pipeline.rows import read_source_table
+
+PACK_RECORD = "pack_config.json"  # what an output folder was packed from, checked before resuming into it
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="copa pack", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--source", required=True, help="source manifest written by 'copa ingest' (Parquet)")
+    parser.add_argument("--out", required=True, help="output folder (local path or URI) for shards and manifests")
+    parser.add_argument("--config", help="YAML file with PackConfig fields; flags below override it")
+    parser.add_argument("--samples-per-shard", type=int, help="input rows per shard (default 5000)")
+    parser.add_argument("--max-short-side", type=int, help="shorter side cap of stored images in px (default 384)")
+    parser.add_argument("--jpeg-quality", type=int, help="quality of re-encoded JPEGs (default 90)")
+    parser.add_argument("--image-size", type=int, help="canonical label geometry: image side in px (default 256)")
+    parser.add_argument("--patch-size", type=int, help="canonical label geometry: patch side in px (default 16)")
+    parser.add_argument("--workers", type=int, help="concurrent shard writers (default: every CPU of the cluster)")
+    parser.add_argument("--overwrite", action="store_true", help="delete an existing pack with another config first")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser.parse_args(argv)
+
+
+def resolve_config(args: argparse.Namespace) -> PackConfig:
+    data: dict = {}
+    if args.config:
+        try:
+            with open(args.config, encoding="utf-8") as f:
+                data = yaml.safe_load(f) or {}
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"{args.config}: pack config not found") from err
+        if not isinstance(data, dict):
+            raise ValueError(f"{args.config}: expected a mapping of PackConfig settings")
+    flags = {
+        ("samples_per_shard",): args.samples_per_shard,
+        ("image", "max_short_side"): args.max_short_side,
+        ("image", "jpeg_quality"): args.jpeg_quality,
+        ("geometry", "image_size"): args.image_size,
+        ("geometry", "patch_size"): args.patch_size,
+    }
+    for path, value in flags.items():
+        if value is not None:
+            target = data
+            for part in path[:-1]:
+                target = target.setdefault(part, {})
+            target[path[-1]] = value
+    return PackConfig.from_dict(data, where=args.config or "pack flags")
+
+
+def file_sha256(path: str) -> str:
+    fs, inner = filesystem(path)
+    digest = hashlib.sha256()
+    with fs.open_input_stream(inner) as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --- the output folder: resume or refuse ---------------------------------------------------------------------------
+
+
+def prepare_output(fs: pafs.FileSystem, root: str, record: dict, overwrite: bool) -> None:
+    """Create the folder, or check that what it holds was packed with the same config and source."""
+    fs.create_dir(root, recursive=True)
+    names = {info.base_name for info in fs.get_file_info(pafs.FileSelector(root))}
+    if PACK_RECORD in names:
+        old = json.loads(read_text(f"{root}/{PACK_RECORD}", fs))
+        if old == record:
+            return
+        changed = sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k))
+        if not overwrite:
+            raise ValueError(
+                f"{root}: already holds a pack with another {' and '.join(changed)} (see {PACK_RECORD}); "
+                "use the same settings to resume, another --out, or --overwrite to delete it and start again"
+            )
+    elif names and not overwrite:
+        raise ValueError(f"{root}: not empty and not a pack output (no {PACK_RECORD}); use --overwrite to clear it")
+    if overwrite:
+        for name in names:
+            fs.delete_file(f"{root}/{name}")
+    atomic_write(f"{root}/{PACK_RECORD}", (json.dumps(record, indent=1, sort_keys=True) + "\n").encode(), fs)
+
+
+def finished_shards(fs: pafs.FileSystem, root: str, num_shards: int) -> set[int]:
+    """Shards whose stats file (written last) is there, with their tar and manifest; removes leftover temp files."""
+    names = set()
+    for info in fs.get_file_info(pafs.FileSelector(root)):
+        if ".tmp-" in info.base_name:
+            fs.delete_file(info.path)  # a write that was cut short: its shard is redone
+        else:
+            names.add(info.base_name)
+    return {i for i in range(num_shards) if set(shard_files(shard_name(i)).values()) <= names}
+
+
+# --- Ray adapter -----------------------------------------------------------------------------------------------------
+
+
+def assign_shards(batch: pa.Table, boundaries: list[int], todo: list[int]) -> pa.Table:
+    """Tag each source row with its shard; keep the rows of shards still to do."""
+    plan = ShardPlan(0, np.array(boundaries, dtype=np.uint64), ())
+    shards = pa.array(plan.shard_of(key_hashes(batch["key"].to_pylist())).astype(np.int64))
+    batch = batch.append_column("shard", shards)
+    return batch.filter(pc.is_in(batch["shard"], pa.array(todo, pa.int64())))
+
+
+def pack_group(group: pa.Table, out: str, config: dict) -> pa.Table:
+    """One group = one whole shard. Plain tasks, not actors: an actor holds its CPU for the job's lifetime, which
+    starves the read and shuffle on small clusters. Ray reuses worker processes, so the fetcher's tar index cache
+    (module level) still lives across shards."""
+    shard = group["shard"][0].as_py()
+    stats = ShardPacker(out, PackConfig.from_dict(config)).pack(shard, group.drop_columns(["shard"]).to_pylist())
+    return pa.table({"stats": [json.dumps(stats.__dict__)]})
+
+
+def run_ray(args: argparse.Namespace, config: PackConfig, plan: ShardPlan, todo: list[int], out: str) -> None:
+    import ray
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(logging_level="WARNING", configure_logging=True)
+    try:
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False  # ours below counts shards and samples
+        ctx.print_on_execution_start = False
+        workers = args.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        ds = (
+            ray.data.read_parquet(args.source)
+            .map_batches(
+                assign_shards,
+                fn_kwargs={"boundaries": [int(b) for b in plan.boundaries], "todo": todo},
+                batch_format="pyarrow",
+            )
+            .groupby("shard", num_partitions=max(1, len(todo)))
+            .map_groups(
+                pack_group,
+                fn_kwargs={"out": out, "config": config.to_dict()},
+                batch_format="pyarrow",
+                compute=ray.data.TaskPoolStrategy(size=workers),
+                num_cpus=1,  # image work is CPU-bound and single-threaded: one shard writer per core
+            )
+        )
+        bar = tqdm(total=len(todo), unit=" shards", desc="pack", disable=args.quiet or not sys.stderr.isatty())
+        samples = rejected = 0
+        with bar:
+            for row in ds.iter_rows():
+                stats = json.loads(row["stats"])
+                samples, rejected = samples + stats["num_ok"], rejected + stats["num_rejected"]
+                bar.set_postfix(samples=samples, rejected=rejected, refresh=False)
+                bar.update(1)
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+# --- finalize --------------------------------------------------------------------------------------------------------
+
+
+def finalize(fs: pafs.FileSystem, root: str, config: PackConfig, num_shards: int) -> DatasetInfo:
+    names = [shard_name(i) for i in range(num_shards)]
+    stats: list[ShardStats] = [read_stats(root, name, fs) for name in names]
+    manifests = read_manifest([f"{root}/{shard_files(n)['manifest']}" for n in names], ["source", "status"], fs)
+    sources: dict[str, Counter] = {}
+    for source, status in zip(manifests["source"].to_pylist(), manifests["status"].to_pylist(), strict=True):
+        counts = sources.setdefault(source, Counter())
+        counts["input"] += 1
+        counts["ok" if status == STATUS_OK else "rejected"] += 1
+    info = DatasetInfo(
+        num_shards=num_shards,
+        num_samples=sum(s.num_ok for s in stats),
+        num_rejected=sum(s.num_rejected for s in stats),
+        geometry=config.geometry,
+        sources={name: {k: c[k] for k in ("input", "ok", "rejected")} for name, c in sorted(sources.items())},
+        config=config.to_dict(),
+    )
+    write_sizes(root, {shard_files(s.shard)["tar"]: s.num_ok for s in stats}, fs)
+    write_dataset_info(root, info, fs)
+    return info
+
+
+def format_summary(info: DatasetInfo, stats: list[ShardStats]) -> str:
+    lines = [f"{'source':<10} {'input':>9} {'ok':>9} {'rejected':>9}", "-" * 40]
+    lines += [f"{name:<10} {c['input']:>9} {c['ok']:>9} {c['rejected']:>9}" for name, c in info.sources.items()]
+    reasons, drops = Counter(), Counter()
+    for s in stats:
+        reasons.update(s.rejected)
+        drops.update(s.boxes_dropped)
+    if reasons:
+        lines.append("rejected: " + ", ".join(f"{r} {n}" for r, n in sorted(reasons.items())))
+    if drops:
+        lines.append("boxes dropped at pack: " + ", ".join(f"{r} {n}" for r, n in sorted(drops.items())))
+    tar_bytes = sum(s.tar_bytes for s in stats)
+    lines.append(f"{info.num_samples} samples in {info.num_shards} shards, {tar_bytes / 1e6:.1f} MB of tars")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    config = resolve_config(args)
+    start = time.perf_counter()
+    keys = read_source_table(args.source, columns=["key"])["key"].to_pylist()
+    if not keys:
+        raise ValueError(f"{args.source}: the source manifest has no rows")
+    plan = plan_shards(key_hashes(keys), config.samples_per_shard)
+    del keys
+    fs, root = filesystem(args.out)
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "config": config.to_dict(),
+        "source": {"rows": plan.num_rows, "sha256": file_sha256(args.source)},
+    }
+    prepare_output(fs, root, record, args.overwrite)
+    done = finished_shards(fs, root, plan.num_shards)
+    todo = [i for i in range(plan.num_shards) if i not in done]
+    print(f"{plan.num_rows} rows -> {plan.num_shards} shards ({len(done)} already done) in {root}", flush=True)
+    if todo:
+        run_ray(args, config, plan, todo, args.out)
+    info = finalize(fs, root, config, plan.num_shards)
+    stats = [read_stats(root, shard_name(i), fs) for i in range(plan.num_shards)]
+    print(format_summary(info, stats))
+    print(f"packed in {time.perf_counter() - start:.1f}s; {DATASET_FILE} and {SIZES_FILE} written")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
