@@ -178,6 +178,7 @@ class ShardPacker:
 
     def __init__(self, out: str, config: PackConfig):
         self.fs, self.root = filesystem(out)
+        self.fs.create_dir(self.root, recursive=True)
         self.config = config
         self.fetcher = ImageFetcher()
 
