@@ -184,14 +184,21 @@ def run_ray(args: argparse.Namespace, config: PackConfig, plan: ShardPlan, todo:
                 num_cpus=1,  # image work is CPU-bound and single-threaded: one shard writer per core
             )
         )
-        bar = tqdm(total=len(todo), unit=" shards", desc="pack", disable=args.quiet or not sys.stderr.isatty())
+        # A bar on a terminal; one line per shard in logs (`ray job logs` is not a terminal).
+        interactive = sys.stderr.isatty()
+        bar = tqdm(total=len(todo), unit=" shards", desc="pack", disable=args.quiet or not interactive)
         samples = rejected = 0
+        start = time.perf_counter()
         with bar:
-            for row in ds.iter_rows():
+            for done, row in enumerate(ds.iter_rows(), start=1):
                 stats = json.loads(row["stats"])
                 samples, rejected = samples + stats["num_ok"], rejected + stats["num_rejected"]
                 bar.set_postfix(samples=samples, rejected=rejected, refresh=False)
                 bar.update(1)
+                if not interactive and not args.quiet:
+                    rate = samples / (time.perf_counter() - start)
+                    line = f"[pack] shard {stats['shard']}: {stats['num_ok']} ok, {stats['num_rejected']} rejected"
+                    print(f"{line} ({done}/{len(todo)} shards, {samples} samples, {rate:.0f}/s)", flush=True)
     finally:
         if started_here:
             ray.shutdown()
