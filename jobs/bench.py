@@ -12,6 +12,7 @@ import sys
 BENCHMARKS = {
     "labels": "patch-coverage labels per core vs JPEG decoding",
     "ingest": "source readers: rows/s and peak memory on real-size annotation sets vs json.load",
+    "pack": "packing samples/s per worker vs a bare decode-resize-encode loop; 1 vs 2 Ray workers; planning 4M rows",
     "model": "COPA forward and training-step throughput and memory vs keep_ratio 1.0",
 }
 
