@@ -45,7 +45,7 @@ from manifests.dataset import (
 from manifests.schema import DATASET_FILE, SCHEMA_VERSION, SIZES_FILE, STATUS_OK, shard_files, shard_name
 from pipeline.fetch import filesystem
 from pipeline.pack import PackConfig, ShardPacker, ShardPlan, key_hashes, plan_shards
-from pipeline.rows import read_source_table
+from pipeline.rows import open_source_table
 
 PACK_RECORD = "pack_config.json"  # what an output folder was packed from, checked before resuming into it
 
@@ -99,6 +99,16 @@ def file_sha256(path: str) -> str:
         while chunk := f.read(1 << 22):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def source_key_hashes(path: str) -> np.ndarray:
+    """The key hashes of every source row, reading the ``key`` column batch by batch: planning memory is the
+    8-byte hashes plus one batch of keys, whatever the corpus size (DESIGN section 9)."""
+    source = open_source_table(path)
+    if not source.metadata.num_rows:
+        raise ValueError(f"{path}: the source manifest has no rows")
+    batches = source.iter_batches(batch_size=1 << 16, columns=["key"])
+    return np.concatenate([key_hashes(batch.column(0).to_pylist()) for batch in batches])
 
 
 # --- the output folder: resume or refuse ---------------------------------------------------------------------------
@@ -249,11 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     config = resolve_config(args)
     start = time.perf_counter()
-    keys = read_source_table(args.source, columns=["key"])["key"].to_pylist()
-    if not keys:
-        raise ValueError(f"{args.source}: the source manifest has no rows")
-    plan = plan_shards(key_hashes(keys), config.samples_per_shard)
-    del keys
+    plan = plan_shards(source_key_hashes(args.source), config.samples_per_shard)
     fs, root = filesystem(args.out)
     record = {
         "schema_version": SCHEMA_VERSION,

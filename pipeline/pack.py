@@ -85,10 +85,14 @@ def _check_keys(data: object, known: set[str], where: str) -> None:
 # --- the shard plan ------------------------------------------------------------------------------------------------
 
 
-def key_hashes(keys: list[str]) -> np.ndarray:
-    """64-bit blake2b of each key, as uint64: the order of samples across shards (DESIGN section 4)."""
-    digests = b"".join(blake2b(key.encode("utf-8"), digest_size=8).digest() for key in keys)
-    return np.frombuffer(digests, dtype=">u8").astype(np.uint64)
+def key_hashes(keys: list[str], chunk: int = 1 << 16) -> np.ndarray:
+    """64-bit blake2b of each key, as uint64: the order of samples across shards (DESIGN section 4). Hashed in
+    chunks, so only ``chunk`` digests exist as Python objects at a time."""
+    out = np.empty(len(keys), dtype=np.uint64)
+    for start in range(0, len(keys), chunk):
+        digests = b"".join(blake2b(key.encode("utf-8"), digest_size=8).digest() for key in keys[start : start + chunk])
+        out[start : start + chunk] = np.frombuffer(digests, dtype=">u8")
+    return out
 
 
 @dataclass(frozen=True)

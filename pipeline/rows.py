@@ -132,15 +132,24 @@ def write_source_table(rows: Iterable[SourceRow], path: str, batch_rows: int = 2
     return counts
 
 
-def read_source_table(path: str, columns: list[str] | None = None) -> pa.Table:
-    """Read a source manifest written by ``copa ingest``; refuses other versions, naming the file."""
-    pf = pq.ParquetFile(path)
+def open_source_table(path: str) -> pq.ParquetFile:
+    """Open a source manifest written by ``copa ingest`` (a local path or a URI); refuses other versions, naming
+    the file."""
+    try:
+        pf = pq.ParquetFile(path)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{path}: source manifest not found") from err
     version = (pf.schema_arrow.metadata or {}).get(b"copa_source_table_version")
     if version is None:
         raise ValueError(f"{path}: not a COPA source manifest (written by 'copa ingest')")
     if int(version) != SOURCE_TABLE_VERSION:
         raise ValueError(f"{path}: source manifest version {int(version)}, this toolkit reads {SOURCE_TABLE_VERSION}")
-    return pf.read(columns=columns)
+    return pf
+
+
+def read_source_table(path: str, columns: list[str] | None = None) -> pa.Table:
+    """Read a whole source manifest (see ``open_source_table``)."""
+    return open_source_table(path).read(columns=columns)
 
 
 def iter_source_rows(table: pa.Table) -> Iterator[SourceRow]:
