@@ -146,7 +146,8 @@ def validate_meta(meta: dict) -> dict:
         arr = pa.array([meta], type=META_TYPE)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as err:
         raise ValueError(f"sample meta does not match the schema: {err}") from err
-    for field, child in zip(META_FIELDS, arr.flatten(), strict=True):
+    for i, field in enumerate(META_FIELDS):
+        child = arr.field(i)
         if _has_nulls(child):
             raise ValueError(f"sample meta field {field.name!r} is or contains null")
     validate_key(f"{meta['source']}-{meta['image_id']}")
@@ -174,12 +175,15 @@ def validate_meta(meta: dict) -> dict:
 
 
 def _has_nulls(arr: pa.Array) -> bool:
+    """Whether ``arr`` or anything nested in it is null. Uses ``.values`` and ``.field(i)`` (plain attribute access)
+    rather than ``flatten`` (a compute call each): the array was just built from Python, so its children hold
+    exactly its values."""
     if arr.null_count:
         return True
     if pa.types.is_list(arr.type) or pa.types.is_fixed_size_list(arr.type):
-        return _has_nulls(arr.flatten())
+        return _has_nulls(arr.values)
     if pa.types.is_struct(arr.type):
-        return any(_has_nulls(child) for child in arr.flatten())
+        return any(_has_nulls(arr.field(i)) for i in range(arr.type.num_fields))
     return False
 
 
