@@ -48,6 +48,9 @@ from pipeline.pack import PackConfig, ShardPacker, ShardPlan, key_hashes, plan_s
 from pipeline.rows import open_source_table
 
 PACK_RECORD = "pack_config.json"  # what an output folder was packed from, checked before resuming into it
+# A shard task whose worker dies (node lost, out of memory) is retried this often, then the job fails rather than
+# retrying forever (Ray Data's default) on a shard that kills every worker it lands on.
+MAX_RETRIES = 3
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -136,14 +139,20 @@ def prepare_output(fs: pafs.FileSystem, root: str, record: dict, overwrite: bool
     atomic_write(f"{root}/{PACK_RECORD}", (json.dumps(record, indent=1, sort_keys=True) + "\n").encode(), fs)
 
 
-def finished_shards(fs: pafs.FileSystem, root: str, num_shards: int) -> set[int]:
-    """Shards whose stats file (written last) is there, with their tar and manifest; removes leftover temp files."""
+def remove_temporaries(fs: pafs.FileSystem, root: str) -> set[str]:
+    """Delete temp files of writes that were cut short (a killed driver or a retried worker); returns the names
+    of the files that remain."""
     names = set()
     for info in fs.get_file_info(pafs.FileSelector(root)):
         if ".tmp-" in info.base_name:
-            fs.delete_file(info.path)  # a write that was cut short: its shard is redone
+            fs.delete_file(info.path)
         else:
             names.add(info.base_name)
+    return names
+
+
+def finished_shards(names: set[str], num_shards: int) -> set[int]:
+    """Shards whose stats file (written last) is there, with their tar and manifest."""
     return {i for i in range(num_shards) if set(shard_files(shard_name(i)).values()) <= names}
 
 
@@ -192,6 +201,7 @@ def run_ray(args: argparse.Namespace, config: PackConfig, plan: ShardPlan, todo:
                 batch_format="pyarrow",
                 compute=ray.data.TaskPoolStrategy(size=workers),
                 num_cpus=1,  # image work is CPU-bound and single-threaded: one shard writer per core
+                max_retries=MAX_RETRIES,
             )
         )
         # A bar on a terminal; one line per shard in logs (`ray job logs` is not a terminal).
@@ -267,11 +277,12 @@ def main(argv: list[str] | None = None) -> int:
         "source": {"rows": plan.num_rows, "sha256": file_sha256(args.source)},
     }
     prepare_output(fs, root, record, args.overwrite)
-    done = finished_shards(fs, root, plan.num_shards)
+    done = finished_shards(remove_temporaries(fs, root), plan.num_shards)
     todo = [i for i in range(plan.num_shards) if i not in done]
     print(f"{plan.num_rows} rows -> {plan.num_shards} shards ({len(done)} already done) in {root}", flush=True)
     if todo:
         run_ray(args, config, plan, todo, args.out)
+        remove_temporaries(fs, root)  # a retried shard's first attempt may have left one
     info = finalize(fs, root, config, plan.num_shards)
     stats = [read_stats(root, shard_name(i), fs) for i in range(plan.num_shards)]
     print(format_summary(info, stats))
