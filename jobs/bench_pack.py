@@ -66,7 +66,7 @@ class BenchPackConfig:
     plan_rows: int = 4_000_000  # keys planned into shards
     samples_per_shard: int = 5000  # shard size of the planning figure
     max_short_side: int = 384  # stored image size, as in the pack config
-    resample: str = "bicubic"  # resize filter of the pipeline and of the bare loop
+    resample: str = ImageConfig.resample  # resize filter of the pipeline and of the bare loop
     seed: int = 0  # generator seed
     ray: bool = True  # run the Ray scaling figure
     data: str | None = None  # folder for the generated files; a temporary one when None
@@ -499,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--resample",
         choices=sorted(RESAMPLE_FILTERS),
-        default="bicubic",
+        default=ImageConfig.resample,
         help="resize filter of the pipeline and the bare loop (default: %(default)s)",
     )
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray scaling figure")

@@ -167,12 +167,23 @@ def assign_shards(batch: pa.Table, boundaries: list[int], todo: list[int]) -> pa
     return batch.filter(pc.is_in(batch["shard"], pa.array(todo, pa.int64())))
 
 
-def pack_group(group: pa.Table, out: str, config: dict) -> pa.Table:
-    """One group = one whole shard. Plain tasks, not actors: an actor holds its CPU for the job's lifetime, which
-    starves the read and shuffle on small clusters. Ray reuses worker processes, so the fetcher's tar index cache
-    (module level) still lives across shards."""
-    shard = group["shard"][0].as_py()
-    stats = ShardPacker(out, PackConfig.from_dict(config)).pack(shard, group.drop_columns(["shard"]).to_pylist())
+def collect_shard(group: pa.Table) -> pa.Table:
+    """One group -> one row: the shard's source rows as Arrow IPC bytes, so that the next stage gets exactly one
+    shard per task (a shuffle block may hold several groups, and a task that packs them in a row serializes them)."""
+    sink = pa.BufferOutputStream()
+    rows = group.drop_columns(["shard"])
+    with pa.ipc.new_stream(sink, rows.schema) as writer:
+        writer.write_table(rows)
+    return pa.table({"shard": [group["shard"][0].as_py()], "rows": [sink.getvalue().to_pybytes()]})
+
+
+def pack_shard(batch: pa.Table, out: str, config: dict) -> pa.Table:
+    """Write one whole shard. Plain tasks, not actors: an actor holds its CPU for the job's lifetime, which starves
+    the read and shuffle on small clusters. Ray reuses worker processes, so the fetcher's tar index cache (module
+    level) still lives across shards."""
+    (shard,), (data,) = batch["shard"].to_pylist(), batch["rows"].to_pylist()
+    rows = pa.ipc.open_stream(data).read_all().to_pylist()
+    stats = ShardPacker(out, PackConfig.from_dict(config)).pack(shard, rows)
     return pa.table({"stats": [json.dumps(stats.__dict__)]})
 
 
@@ -195,8 +206,11 @@ def run_ray(args: argparse.Namespace, config: PackConfig, plan: ShardPlan, todo:
                 batch_format="pyarrow",
             )
             .groupby("shard", num_partitions=max(1, len(todo)))
-            .map_groups(
-                pack_group,
+            .map_groups(collect_shard, batch_format="pyarrow")
+            .repartition(len(todo))  # one shard per block: hash partitions put several shards into some blocks
+            .map_batches(
+                pack_shard,
+                batch_size=1,
                 fn_kwargs={"out": out, "config": config.to_dict()},
                 batch_format="pyarrow",
                 compute=ray.data.TaskPoolStrategy(size=workers),
