@@ -1,0 +1,364 @@
+"""The streaming loader (DESIGN section 8): shards -> the batch dict ``model.copa.COPA`` trains on.
+
+A webdataset pipeline of small explicit stages, each a plain generator:
+
+    shard list (directory, list of paths/URLs, brace pattern) -> shuffle shards by (seed, epoch) -> split by rank
+    -> split by DataLoader worker -> tar members grouped by key -> shuffle buffer -> decode (``decode_sample``)
+    -> pick one caption by (seed, epoch, key) -> image to ``img_size`` square (whole image resized, or a random
+    resized crop + horizontal flip with the boxes moved by albumentations) -> coverage grid -> batch + tokenize.
+
+Labels stay *coverage* (uint8 0..255); the trainer turns them into 0/1 with its ``tau``. Without augmentation and
+when ``img_size // patch_size`` equals the grid stored in ``pta.npy`` the stored row is used as it is (the stored
+geometry is the whole image resized square, so only the grid matters); otherwise coverage is recomputed from the
+(moved) boxes with ``manifests.labels.patch_coverage``, the function the packer used. Flips are not applied to the
+captions: words like "left"/"right" stay as they are, a known label noise that the PTA grid itself does not have.
+
+``has_labels`` is True when the sample has boxes and the chosen caption names at least one of them: a caption that
+alignment matched to no box says nothing about where its content is, so its all-zero grid is not supervised.
+
+Bad samples (unreadable tar, invalid JSON, truncated JPEG, a member missing) are skipped and counted per reason.
+Each DataLoader worker counts its own; every batch carries the worker's counters to the main process, and a worker
+whose last samples were bad sends one final counters-only item, so ``StreamingLoader.stats`` is complete at the
+end of an epoch. Counters restart with each epoch (workers are started per epoch).
+
+Shape legend: B batch, S ``img_size``, G grid (``img_size // patch_size``), T text tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from itertools import islice
+
+import albumentations as A
+import numpy as np
+import torch
+import webdataset as wds
+from PIL import Image
+
+from manifests.dataset import read_sizes
+from manifests.labels import patch_coverage
+from manifests.samples import Sample, decode_sample
+from manifests.schema import SHARD_RE
+
+# Pixels are scaled to [-1, 1]: the model has no normalisation layer of its own.
+IMAGE_MEAN = 0.5
+IMAGE_STD = 0.5
+STATS_KEY = "__stats__"  # a batch's worker counters; removed by StreamingLoader before the batch is yielded
+
+Tokenize = Callable[[list[str]], dict]  # captions -> {"input_ids": long [B, T], "attention_mask": [B, T]}
+
+
+@dataclass
+class LoaderConfig:
+    """What the loader reads and how it turns samples into batches."""
+
+    shards: str | list[str]  # a dataset directory, a list of shard paths/URLs, or a brace pattern ("d/{000..009}.tar")
+    img_size: int = 256  # model input side in pixels (square)
+    patch_size: int = 16  # pixels per patch side; the coverage grid is img_size // patch_size
+    batch_size: int = 32  # samples per batch per rank
+    seed: int = 0  # drives shard order, the shuffle buffer, caption choice and augmentation
+    shuffle_buffer: int = 1000  # samples held for shuffling per worker; 0 keeps shard order
+    shuffle_shards: bool = True  # reorder shards every epoch (identically on every rank)
+    augment: bool = False  # random resized crop + horizontal flip, boxes moved with the image
+    crop_scale: tuple[float, float] = (0.5, 1.0)  # area fraction of the random crop
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # aspect ratio range of the random crop
+    flip_p: float = 0.5  # probability of a horizontal flip (1.0 forces it)
+    num_workers: int = 2  # DataLoader worker processes per rank; 0 iterates in the calling process
+    drop_last: bool = False  # drop each worker's final partial batch
+
+    def __post_init__(self):
+        if isinstance(self.shards, tuple):
+            self.shards = list(self.shards)
+        if not isinstance(self.shards, str | list) or not self.shards:
+            raise ValueError(f"shards must be a non-empty path, pattern or list, got {self.shards!r}")
+        if self.img_size <= 0 or self.patch_size <= 0 or self.img_size % self.patch_size:
+            raise ValueError(f"img_size {self.img_size} must be a positive multiple of patch_size {self.patch_size}")
+        if self.batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+        if self.shuffle_buffer < 0:
+            raise ValueError(f"shuffle_buffer must be >= 0, got {self.shuffle_buffer}")
+        lo, hi = self.crop_scale
+        if not 0.0 < lo <= hi <= 1.0:
+            raise ValueError(f"crop_scale must satisfy 0 < lo <= hi <= 1, got {self.crop_scale}")
+        lo, hi = self.crop_ratio
+        if not 0.0 < lo <= hi:
+            raise ValueError(f"crop_ratio must satisfy 0 < lo <= hi, got {self.crop_ratio}")
+        if not 0.0 <= self.flip_p <= 1.0:
+            raise ValueError(f"flip_p must be in [0, 1], got {self.flip_p}")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+
+    @property
+    def grid(self) -> int:
+        return self.img_size // self.patch_size
+
+
+@dataclass
+class LoaderStats:
+    """Counters of one worker (or, summed, of one rank) for one epoch."""
+
+    num_samples: int = 0  # samples delivered in batches
+    num_skipped: int = 0  # bad samples skipped
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
+    errors: list[str] = field(default_factory=list)  # the first few error messages, for the log
+
+    MAX_ERRORS = 10
+
+    def skip(self, reason: str, err: BaseException) -> None:
+        self.num_skipped += 1
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+        if len(self.errors) < self.MAX_ERRORS:
+            self.errors.append(f"{reason}: {type(err).__name__}: {err}")
+
+    def add(self, other: LoaderStats) -> None:
+        self.num_samples += other.num_samples
+        self.num_skipped += other.num_skipped
+        for reason, count in other.skipped.items():
+            self.skipped[reason] = self.skipped.get(reason, 0) + count
+        self.errors.extend(other.errors[: max(0, self.MAX_ERRORS - len(self.errors))])
+
+
+# ---- shard lists and epoch length -------------------------------------------------------------------------------
+
+
+def resolve_shards(shards: str | list[str]) -> list[str]:
+    """A dataset directory (its ``NNNNNN.tar`` files), a list of paths/URLs, or a brace pattern -> shard URLs."""
+    if isinstance(shards, list):
+        return [str(s) for s in shards]
+    if os.path.isdir(shards):
+        names = sorted(n for n in os.listdir(shards) if n.endswith(".tar") and SHARD_RE.fullmatch(n[:-4]))
+        if not names:
+            raise ValueError(f"shards: no NNNNNN.tar files in {shards}")
+        return [os.path.join(shards, n) for n in names]
+    return wds.shardlists.expand_urls(shards)  # brace ranges, "::" lists, pipe: and remote URLs
+
+
+def epoch_samples(cfg: LoaderConfig, sizes_root: str | None = None) -> int:
+    """Samples in one pass over ``cfg.shards``, from ``sizes.json`` (in ``sizes_root``, default the shards' folder)."""
+    urls = resolve_shards(cfg.shards)
+    root = sizes_root or (cfg.shards if isinstance(cfg.shards, str) and os.path.isdir(cfg.shards) else None)
+    root = root or os.path.dirname(urls[0])
+    sizes = read_sizes(root)
+    missing = [u for u in urls if os.path.basename(u) not in sizes]
+    if missing:
+        raise ValueError(f"{root}/sizes.json does not list shards {missing[:3]}")
+    return sum(sizes[os.path.basename(u)] for u in urls)
+
+
+def batches_per_epoch(cfg: LoaderConfig, world_size: int = 1, sizes_root: str | None = None) -> int:
+    """Batches one rank gets per epoch if samples were spread evenly (shard-level splits make it approximate)."""
+    per_rank = epoch_samples(cfg, sizes_root) // world_size
+    return per_rank // cfg.batch_size if cfg.drop_last else -(-per_rank // cfg.batch_size)
+
+
+# ---- per-sample stages ------------------------------------------------------------------------------------------
+
+
+def stable_seed(*parts) -> int:
+    """A 63-bit seed from ``parts``, the same in every process and Python run (``hash()`` is salted)."""
+    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def choose_caption(num_captions: int, seed: int, epoch: int, key: str) -> int:
+    return stable_seed("caption", seed, epoch, key) % num_captions
+
+
+def build_augment(cfg: LoaderConfig) -> A.Compose:
+    return A.Compose(
+        [
+            A.RandomResizedCrop(size=(cfg.img_size, cfg.img_size), scale=cfg.crop_scale, ratio=cfg.crop_ratio, p=1.0),
+            A.HorizontalFlip(p=cfg.flip_p),
+        ],
+        # min_visibility 0: a sliver of a box left in the crop still covers its patches.
+        bbox_params=A.BboxParams(format="albumentations", label_fields=["box_ids"], clip=True, min_visibility=0.0),
+    )
+
+
+def load_rgb(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    return image.convert("RGB")  # forces the decode, so a truncated JPEG raises here
+
+
+def to_tensor(pixels_HWC: np.ndarray) -> torch.Tensor:
+    image_CHW = torch.from_numpy(np.ascontiguousarray(pixels_HWC)).permute(2, 0, 1).float() / 255.0
+    return (image_CHW - IMAGE_MEAN) / IMAGE_STD
+
+
+class SampleTransform:
+    """One decoded sample -> image, caption and coverage for one epoch. Deterministic in (seed, epoch, key)."""
+
+    def __init__(self, cfg: LoaderConfig):
+        self.cfg = cfg
+        self.augment = build_augment(cfg) if cfg.augment else None
+
+    def __call__(self, sample: Sample, epoch: int) -> dict:
+        cfg, meta = self.cfg, sample.meta
+        c = choose_caption(len(meta["captions"]), cfg.seed, epoch, sample.key)
+        group = list(meta["relevant"][c]["boxes"])
+        boxes = np.asarray(meta["boxes"], dtype=np.float64).reshape(-1, 4)
+        has_labels = sample.pta is not None and len(group) > 0
+        rgb = load_rgb(sample.image)
+        if self.augment is None:
+            pixels = np.array(rgb.resize((cfg.img_size, cfg.img_size), Image.Resampling.BICUBIC))
+            if sample.pta is None:
+                coverage = np.zeros((cfg.grid, cfg.grid), np.uint8)
+            elif sample.pta.shape[-1] == cfg.grid:
+                coverage = sample.pta[c]  # canonical geometry: the packer's grid is exact
+            else:
+                coverage = patch_coverage(boxes, [group], cfg.grid)[0]
+        else:
+            self.augment.set_random_seed(stable_seed("augment", cfg.seed, epoch, sample.key))
+            # albumentations refuses empty boxes; they cover nothing, so they are simply not passed
+            keep = [i for i in range(len(boxes)) if boxes[i, 2] > boxes[i, 0] and boxes[i, 3] > boxes[i, 1]]
+            out = self.augment(image=np.asarray(rgb), bboxes=boxes[keep].reshape(-1, 4), box_ids=keep)
+            pixels = out["image"]
+            moved = np.asarray(out["bboxes"], dtype=np.float64).reshape(-1, 4)
+            position = {int(i): j for j, i in enumerate(out["box_ids"])}
+            moved_group = [position[i] for i in group if i in position]  # boxes cropped away cover nothing
+            coverage = patch_coverage(moved, [moved_group], cfg.grid)[0]
+        return {
+            "key": sample.key,
+            "image": to_tensor(pixels),
+            "caption": meta["captions"][c],
+            "coverage": torch.from_numpy(np.ascontiguousarray(coverage, dtype=np.uint8)),
+            "has_labels": has_labels,
+        }
+
+
+# ---- the pipeline -----------------------------------------------------------------------------------------------
+
+
+def worker_info() -> tuple[int, int]:
+    info = torch.utils.data.get_worker_info()
+    return (0, 1) if info is None else (info.id, info.num_workers)
+
+
+class ShardStream(torch.utils.data.IterableDataset):
+    """One rank's stream of batches for ``epoch``; each DataLoader worker runs its own copy with its own counters."""
+
+    def __init__(self, cfg: LoaderConfig, tokenize: Tokenize, rank: int, world_size: int):
+        self.cfg, self.tokenize, self.rank, self.world_size = cfg, tokenize, rank, world_size
+        self.urls = resolve_shards(cfg.shards)
+        self.transform = SampleTransform(cfg)
+        self.epoch = 0
+
+    def shard_list(self) -> Iterator[dict]:
+        urls = list(self.urls)
+        if self.cfg.shuffle_shards:  # same seed on every rank, so the rank split below is a partition
+            random.Random(stable_seed("shards", self.cfg.seed, self.epoch)).shuffle(urls)
+        for url in islice(urls, self.rank, None, self.world_size):
+            yield {"url": url}
+
+    def decoded(self, raw: Iterator[dict], stats: LoaderStats) -> Iterator[Sample]:
+        for item in raw:
+            members = {k: v for k, v in item.items() if not k.startswith("__")}
+            try:
+                yield decode_sample(item["__key__"], members)
+            except (ValueError, TypeError, KeyError) as err:
+                stats.skip("decode", err)
+
+    def transformed(self, samples: Iterator[Sample], stats: LoaderStats) -> Iterator[dict]:
+        for sample in samples:
+            try:
+                yield self.transform(sample, self.epoch)
+            except (OSError, ValueError, SyntaxError) as err:  # PIL raises OSError for truncated/unknown images
+                stats.skip("image", err)
+
+    def collate(self, items: list[dict]) -> dict:
+        tokens = self.tokenize([it["caption"] for it in items])
+        return {
+            "image": torch.stack([it["image"] for it in items]),
+            "input_ids": tokens["input_ids"],
+            "attention_mask": tokens["attention_mask"],
+            "coverage": torch.stack([it["coverage"] for it in items]),
+            "has_labels": torch.tensor([it["has_labels"] for it in items], dtype=torch.bool),
+            "keys": [it["key"] for it in items],
+            "captions": [it["caption"] for it in items],
+        }
+
+    def __iter__(self) -> Iterator[dict]:
+        worker, _ = worker_info()
+        stats = LoaderStats()
+
+        def on_tar_error(err: BaseException) -> bool:
+            stats.skip("tar", err)
+            return True  # keep going with the next member or shard
+
+        urls = wds.split_by_worker(self.shard_list())
+        raw = wds.tarfile_to_samples(handler=on_tar_error)(urls)
+        if self.cfg.shuffle_buffer:
+            rng = random.Random(stable_seed("samples", self.cfg.seed, self.epoch, self.rank, worker))
+            initial = min(100, self.cfg.shuffle_buffer)
+            raw = wds.filters._shuffle(raw, bufsize=self.cfg.shuffle_buffer, initial=initial, rng=rng)
+        items = self.transformed(self.decoded(raw, stats), stats)
+        reported = None
+        while batch := list(islice(items, self.cfg.batch_size)):
+            if len(batch) < self.cfg.batch_size and self.cfg.drop_last:
+                break
+            out = self.collate(batch)
+            stats.num_samples += len(batch)
+            reported = json.dumps(asdict(stats))
+            out[STATS_KEY] = (worker, reported)
+            yield out
+        if reported != json.dumps(asdict(stats)):  # bad samples after the last batch still get counted
+            yield {STATS_KEY: (worker, json.dumps(asdict(stats)))}
+
+
+class StreamingLoader:
+    """Iterate one epoch of batches for one rank; ``stats`` holds this epoch's counters, summed over workers.
+
+    ``rank``/``world_size`` default to what webdataset detects (``RANK``/``WORLD_SIZE`` or torch.distributed).
+    """
+
+    def __init__(self, cfg: LoaderConfig, tokenize: Tokenize, rank: int | None = None, world_size: int | None = None):
+        if (rank is None) != (world_size is None):
+            raise ValueError("rank and world_size go together")
+        if rank is None:
+            rank, world_size, _, _ = wds.utils.pytorch_worker_info()
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world_size {world_size}")
+        self.cfg = cfg
+        self.dataset = ShardStream(cfg, tokenize, rank, world_size)
+        self.epoch = 0
+        self.worker_stats: dict[int, LoaderStats] = {}
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    @property
+    def stats(self) -> LoaderStats:
+        total = LoaderStats()
+        for worker in sorted(self.worker_stats):
+            total.add(self.worker_stats[worker])
+        return total
+
+    def __iter__(self) -> Iterator[dict]:
+        self.dataset.epoch = self.epoch  # workers start per epoch and take a copy of the dataset with this epoch
+        self.worker_stats = {}
+        loader = torch.utils.data.DataLoader(
+            self.dataset, batch_size=None, num_workers=self.cfg.num_workers, persistent_workers=False
+        )
+        for batch in loader:
+            worker, snapshot = batch.pop(STATS_KEY)
+            self.worker_stats[int(worker)] = LoaderStats(**json.loads(snapshot))
+            if "image" in batch:
+                yield batch
+
+
+__all__ = [
+    "LoaderConfig",
+    "LoaderStats",
+    "SampleTransform",
+    "StreamingLoader",
+    "batches_per_epoch",
+    "choose_caption",
+    "epoch_samples",
+    "resolve_shards",
+]
