@@ -7,6 +7,7 @@ image is clipped to it (DESIGN section 6). Readers count both.
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 BOX_OK, BOX_CLIPPED = "ok", "clipped"
 DROP_NAN, DROP_EMPTY, DROP_OUTSIDE = "nan_box", "empty_box", "outside_image"
@@ -28,6 +29,15 @@ def clip_xywh(box, width: int, height: int) -> tuple[list[float] | None, str]:
     if w <= 0 or h <= 0:
         return None, DROP_EMPTY
     return clip_xyxy([x, y, x + w, y + h], width, height)
+
+
+def clip_counted(box, width: int, height: int, stats: Counter) -> tuple[list[float] | None, str]:
+    """``clip_xywh``, also counting its outcome in ``stats`` when it is not "ok": a drop reason or "clipped" (how the
+    readers report box problems that rows alone do not show)."""
+    xyxy, status = clip_xywh(box, width, height)
+    if status != BOX_OK:
+        stats[status] += 1
+    return xyxy, status
 
 
 def clip_xyxy(box, width: float, height: float) -> tuple[list[float] | None, str]:

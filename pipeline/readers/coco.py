@@ -44,7 +44,7 @@ import numpy as np
 
 from manifests.schema import make_key
 from pipeline import align
-from pipeline.geometry import BOX_CLIPPED, clip_xywh
+from pipeline.geometry import BOX_CLIPPED, clip_counted
 from pipeline.readers.common import PATH_ERRORS, Warner, check_image_path, image_size, int_id, show
 from pipeline.readers.jsonstream import JsonFile
 from pipeline.rows import DUPLICATE_KEY, SourceRow, clean_captions
@@ -169,14 +169,11 @@ def _read_instances(file: JsonFile, images: _Images, stats: Counter, warn: Warne
                  f"{category!r}, which the file's categories do not list; box dropped")  # fmt: skip
             boxes.dropped[index] += 1
             continue
-        xyxy, status = clip_xywh(rec.get("bbox"), images.widths[index], images.heights[index])
+        xyxy, status = clip_counted(rec.get("bbox"), images.widths[index], images.heights[index], stats)
         if xyxy is None:
-            stats[status] += 1
             boxes.dropped[index] += 1
             continue
-        if status == BOX_CLIPPED:
-            stats[BOX_CLIPPED] += 1
-            boxes.clipped[index] += 1
+        boxes.clipped[index] += status == BOX_CLIPPED
         boxes.image.append(index)
         boxes.xyxy.extend(xyxy)
         boxes.label.append(label)

@@ -43,7 +43,7 @@ from collections.abc import Iterator
 
 from manifests.schema import make_key
 from pipeline import align
-from pipeline.geometry import BOX_CLIPPED, clip_xywh, clip_xyxy
+from pipeline.geometry import BOX_CLIPPED, clip_counted, clip_xyxy
 from pipeline.readers.common import PATH_ERRORS, Warner, check_image_path, image_size, int_id, show
 from pipeline.readers.jsonstream import JsonFile
 from pipeline.rows import (
@@ -133,14 +133,11 @@ def _compact_objects(rec: dict, image: _Image | None, stats: Counter) -> _Object
             stats["objects_without_name"] += 1  # nothing a phrase could name; not a box worth keeping
             continue
         w, h = (obj["w"], obj["h"]) if "w" in obj else (obj.get("width"), obj.get("height"))
-        xyxy, status = clip_xywh([obj.get("x"), obj.get("y"), w, h], width, height)
+        xyxy, status = clip_counted([obj.get("x"), obj.get("y"), w, h], width, height, stats)
         if xyxy is None:
-            stats[status] += 1
             objects.dropped += 1
             continue
-        if status == BOX_CLIPPED:
-            stats[BOX_CLIPPED] += 1
-            objects.clipped += 1
+        objects.clipped += status == BOX_CLIPPED
         objects.boxes.extend(xyxy)
         objects.names.append(sys.intern(" ".join(name.split())))  # VG repeats a few thousand names millions of times
     return objects
@@ -289,16 +286,13 @@ def _fill(row: SourceRow, image: _Image, regions: object, objects: _Objects, sta
             reasons.append(reason)
             continue
         w, h = (region["width"], region["height"]) if "width" in region else (region.get("w"), region.get("h"))
-        xyxy, status = clip_xywh([region.get("x"), region.get("y"), w, h], image.width, image.height)
+        xyxy, status = clip_counted([region.get("x"), region.get("y"), w, h], image.width, image.height, stats)
         if xyxy is None:
-            stats[status] += 1
             stats["regions_dropped_bad_box"] += 1
             row.boxes_dropped += 1
             num_bad_boxes += 1
             continue
-        if status == BOX_CLIPPED:
-            stats[BOX_CLIPPED] += 1
-            row.boxes_clipped += 1
+        row.boxes_clipped += status == BOX_CLIPPED
         captions.append(phrase[0])
         boxes.append(xyxy)
     num_regions = len(boxes)

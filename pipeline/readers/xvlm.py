@@ -46,7 +46,7 @@ from functools import lru_cache
 from typing import BinaryIO
 
 from pipeline.align import COCO_MATCHER
-from pipeline.geometry import BOX_CLIPPED, clip_xywh
+from pipeline.geometry import BOX_CLIPPED, clip_counted
 from pipeline.readers.common import (
     BAD_RECORD,
     CAPTION_ERRORS,
@@ -198,14 +198,11 @@ def _add_elems(image: _Image, stats: Counter) -> _Boxes:
         out.raw_captions += raw
         if not captions:
             continue
-        box, status = clip_xywh(elem.get("bb"), image.width, image.height)
+        box, status = clip_counted(elem.get("bb"), image.width, image.height, stats)
         if box is None:
-            stats[status] += 1
             out.dropped += 1
             continue
-        if status == BOX_CLIPPED:
-            stats[BOX_CLIPPED] += 1
-            out.clipped += 1
+        out.clipped += status == BOX_CLIPPED
         index = len(out.boxes)
         out.boxes.append(box)
         out.labels.append(label)
