@@ -44,7 +44,7 @@ from manifests.dataset import (
 )
 from manifests.schema import DATASET_FILE, SCHEMA_VERSION, SIZES_FILE, STATUS_OK, shard_files, shard_name
 from pipeline.fetch import filesystem
-from pipeline.pack import PackConfig, ShardPacker, ShardPlan, key_hashes, plan_shards
+from pipeline.pack import PackConfig, ShardPacker, ShardPlan, key_hashes, plan_shards, shard_index
 from pipeline.rows import open_source_table
 
 PACK_RECORD = "pack_config.json"  # what an output folder was packed from, checked before resuming into it
@@ -161,8 +161,7 @@ def finished_shards(names: set[str], num_shards: int) -> set[int]:
 
 def assign_shards(batch: pa.Table, boundaries: list[int], todo: list[int]) -> pa.Table:
     """Tag each source row with its shard; keep the rows of shards still to do."""
-    plan = ShardPlan(0, np.array(boundaries, dtype=np.uint64), ())
-    shards = pa.array(plan.shard_of(key_hashes(batch["key"].to_pylist())).astype(np.int64))
+    shards = pa.array(shard_index(np.array(boundaries, dtype=np.uint64), key_hashes(batch["key"].to_pylist())))
     batch = batch.append_column("shard", shards)
     return batch.filter(pc.is_in(batch["shard"], pa.array(todo, pa.int64())))
 
@@ -241,7 +240,10 @@ def run_ray(args: argparse.Namespace, config: PackConfig, plan: ShardPlan, todo:
 # --- finalize --------------------------------------------------------------------------------------------------------
 
 
-def finalize(fs: pafs.FileSystem, root: str, config: PackConfig, num_shards: int) -> DatasetInfo:
+def finalize(
+    fs: pafs.FileSystem, root: str, config: PackConfig, num_shards: int
+) -> tuple[DatasetInfo, list[ShardStats]]:
+    """Write ``sizes.json`` and ``dataset.json`` from every shard's stats and manifest; returns both."""
     names = [shard_name(i) for i in range(num_shards)]
     stats: list[ShardStats] = [read_stats(root, name, fs) for name in names]
     manifests = read_manifest([f"{root}/{shard_files(n)['manifest']}" for n in names], ["source", "status"], fs)
@@ -260,7 +262,7 @@ def finalize(fs: pafs.FileSystem, root: str, config: PackConfig, num_shards: int
     )
     write_sizes(root, {shard_files(s.shard)["tar"]: s.num_ok for s in stats}, fs)
     write_dataset_info(root, info, fs)
-    return info
+    return info, stats
 
 
 def format_summary(info: DatasetInfo, stats: list[ShardStats]) -> str:
@@ -297,8 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     if todo:
         run_ray(args, config, plan, todo, args.out)
         remove_temporaries(fs, root)  # a retried shard's first attempt may have left one
-    info = finalize(fs, root, config, plan.num_shards)
-    stats = [read_stats(root, shard_name(i), fs) for i in range(plan.num_shards)]
+    info, stats = finalize(fs, root, config, plan.num_shards)
     print(format_summary(info, stats))
     print(f"packed in {time.perf_counter() - start:.1f}s; {DATASET_FILE} and {SIZES_FILE} written")
     return 0

@@ -108,7 +108,12 @@ class ShardPlan:
         return len(self.sizes)
 
     def shard_of(self, hashes: np.ndarray) -> np.ndarray:
-        return np.searchsorted(self.boundaries, hashes, side="right")
+        return shard_index(self.boundaries, hashes)
+
+
+def shard_index(boundaries: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+    """The shard of each hash, given where shards start (``ShardPlan.boundaries``)."""
+    return np.searchsorted(boundaries, hashes, side="right")
 
 
 def plan_shards(hashes: np.ndarray, samples_per_shard: int) -> ShardPlan:
@@ -116,8 +121,7 @@ def plan_shards(hashes: np.ndarray, samples_per_shard: int) -> ShardPlan:
     shard, so a (astronomically rare) tie can make a shard one row shorter; the plan stays deterministic."""
     ordered = np.sort(hashes)
     boundaries = ordered[samples_per_shard::samples_per_shard].copy()
-    plan = ShardPlan(len(ordered), boundaries, ())
-    sizes = np.bincount(plan.shard_of(ordered), minlength=len(boundaries) + 1) if len(ordered) else []
+    sizes = np.bincount(shard_index(boundaries, ordered), minlength=len(boundaries) + 1) if len(ordered) else []
     return ShardPlan(len(ordered), boundaries, tuple(int(n) for n in sizes))
 
 
@@ -203,7 +207,8 @@ class ShardPacker:
         start = time.perf_counter()
         name = shard_name(index)
         files = shard_files(name)
-        rows = sorted(rows, key=lambda r: (key_hashes([r["key"]])[0], r["key"]))
+        hashes = key_hashes([r["key"] for r in rows]).tolist()
+        rows = [rows[i] for i in sorted(range(len(rows)), key=lambda i: (hashes[i], rows[i]["key"]))]
         tmp = {kind: f"{self.root}/{files[kind]}.tmp-{uuid.uuid4().hex}" for kind in ("tar", "manifest")}
         manifest, rejected, box_drops = [], Counter(), Counter()
         with self.fs.open_output_stream(tmp["tar"]) as f, ShardWriter(f) as writer:
