@@ -7,7 +7,13 @@ line per figure. Absolute times drift on shared machines, so every figure is rep
 from __future__ import annotations
 
 import importlib
+import json
+import os
+import subprocess
 import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
 
 BENCHMARKS = {
     "labels": "patch-coverage labels per core vs JPEG decoding",
@@ -15,6 +21,45 @@ BENCHMARKS = {
     "pack": "packing samples/s per worker vs a bare decode-resize-encode loop; 1 vs 2 Ray workers; planning 4M rows",
     "model": "COPA forward and training-step throughput and memory vs keep_ratio 1.0",
 }
+
+
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec, so a child of a big parent would report the parent's
+# peak; the high-water mark of the process's own memory map starts afresh at exec.
+_PEAK_TAIL = """
+with open("/proc/self/status") as _status:
+    _peak = next(int(line.split()[1]) * 1024 for line in _status if line.startswith("VmHWM:"))
+print(json.dumps(dict(result, peak_rss_bytes=_peak)))
+"""
+
+
+def run_fresh(code: str, args: object, what: str) -> dict:
+    """Run ``code`` in a fresh interpreter, so that its peak memory is its own. The code finds ``args`` (JSON-able)
+    as ``json.loads(sys.argv[1])`` and sets ``result`` (a dict); returns it with ``peak_rss_bytes`` added."""
+    program = "import json, sys\n" + code + _PEAK_TAIL
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(
+        [sys.executable, "-c", program, json.dumps(args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def write_report(path: str, report: dict) -> None:
+    """The benchmark's JSON report, creating its folder."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=1, sort_keys=True)
+        f.write("\n")
+
+
+def mb(num_bytes: float) -> str:
+    return f"{num_bytes / 2**20:,.0f} MB"
 
 
 def usage() -> str:

@@ -23,8 +23,6 @@ import json
 import os
 import random
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -32,10 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
+from jobs.bench import mb, run_fresh, write_report
 from pipeline.align import COCO_SYNONYMS
 from pipeline.coco_categories import COCO_CATEGORIES
 
-REPO = Path(__file__).resolve().parent.parent
 FULL = {  # real-dataset sizes (COCO train2017, Visual Genome 1.4 rounded)
     "coco_images": 120_000,
     "coco_captions": 600_000,
@@ -255,13 +253,6 @@ from pipeline.readers import coco, vg
 from pipeline.sources import SourceSpec
 files = json.loads(sys.argv[1])
 """
-# VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec, so a child forked from a big parent would report the
-# parent's peak; the high-water mark of the process's own memory map starts afresh at exec.
-_TAIL = """
-with open("/proc/self/status") as status:
-    peak = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
-print(json.dumps(dict(result, peak_rss_bytes=peak)))
-"""
 _PROGRAMS = {
     "bare": "result = {}",
     "coco reader": """
@@ -297,17 +288,7 @@ result = dict(seconds=time.perf_counter() - start, rows=len(held[0]))
 
 def measure(name: str, files: dict) -> dict:
     """Run one program in a fresh interpreter; its own peak RSS and what it reports."""
-    code = _PRELUDE + _PROGRAMS[name] + _TAIL
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-c", code, json.dumps(files)], capture_output=True, text=True, env=env,
-                          cwd=REPO, check=False)  # fmt: skip
-    if proc.returncode != 0:
-        raise RuntimeError(f"bench ingest: {name} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def _mb(n: float) -> str:
-    return f"{n / 2**20:,.0f} MB"
+    return run_fresh(_PRELUDE + _PROGRAMS[name], files, f"bench ingest: {name}")
 
 
 def run(cfg: BenchIngestConfig) -> dict:
@@ -361,19 +342,19 @@ def run(cfg: BenchIngestConfig) -> dict:
 
 def summary_lines(report: dict) -> list[str]:
     bare = report["bare_peak_rss_bytes"]
-    lines = [f"bare interpreter with the reader imports: peak RSS {_mb(bare)}"]
+    lines = [f"bare interpreter with the reader imports: peak RSS {mb(bare)}"]
     for src, fig in report["figures"].items():
         size = sum(v for k, v in report["file_bytes"].items() if k.startswith(src))
         lines.append(
             f"{src} reader: {fig['rows']:,} rows in {fig['seconds']:.1f} s = {fig['rows_per_s']:,.0f} rows/s "
-            f"({size / 2**20 / fig['seconds']:.0f} MB/s of JSON); peak RSS {_mb(fig['peak_rss_bytes'])} "
-            f"({_mb(fig['peak_rss_above_bare_bytes'])} above bare)"
+            f"({size / 2**20 / fig['seconds']:.0f} MB/s of JSON); peak RSS {mb(fig['peak_rss_bytes'])} "
+            f"({mb(fig['peak_rss_above_bare_bytes'])} above bare)"
         )
         if "json_load_seconds" in fig:
             peak = fig["json_load_peak_rss_bytes"]
             lines.append(
-                f"{src} json.load baseline: {fig['json_load_seconds']:.1f} s, peak RSS {_mb(peak)} "
-                f"({_mb(peak - bare)} above bare)"
+                f"{src} json.load baseline: {fig['json_load_seconds']:.1f} s, peak RSS {mb(peak)} "
+                f"({mb(peak - bare)} above bare)"
             )
             lines.append(
                 f"{src} reader vs json.load: time x{fig['time_vs_json_load']:.2f}, memory above bare "
@@ -401,12 +382,12 @@ def main(argv: list[str] | None = None) -> int:
     sizes = cfg.sizes()
     print("generating " + ", ".join(f"{k}={v:,}" for k, v in sizes.items()), flush=True)
     report = run(cfg)
-    sizes_mb = ", ".join(f"{k} {_mb(v)}" for k, v in report["file_bytes"].items())
+    sizes_mb = ", ".join(f"{k} {mb(v)}" for k, v in report["file_bytes"].items())
     print(f"generated (or reused) in {report['generate_seconds']:.0f} s: {sizes_mb}")
     for line in summary_lines(report):
         print(line)
     if cfg.out:
-        Path(cfg.out).write_text(json.dumps(report, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        write_report(cfg.out, report)
         print(f"wrote {cfg.out}")
     return 0
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
-import os
 import time
 
 import numpy as np
 from PIL import Image
 
+from jobs.bench import write_report
 from manifests.labels import patch_coverage
 
 
@@ -80,9 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("coco", "vg"):
         rate, share = results[f"{name}_labels_per_s"], results[f"{name}_labels_share_of_decode"]
         print(f"labels {name}: {rate:.0f} samples/s per core = {share:.1%} of one JPEG decode")
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(results, f, indent=1)
+    write_report(args.out, results)
     return 0
 
 

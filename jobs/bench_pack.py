@@ -31,8 +31,6 @@ import io
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -44,12 +42,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, ImageFilter, features
 
+from jobs.bench import mb, run_fresh, write_report
 from pipeline.coco_categories import COCO_CATEGORIES
 from pipeline.images import RESAMPLE_FILTERS, ImageConfig, bare_decode_resize_encode, process_image, stored_size
 from pipeline.pack import PackConfig, ShardPacker
 from pipeline.rows import SOURCE_SCHEMA, SourceRow, read_source_table, write_source_table
 
-REPO = Path(__file__).resolve().parent.parent
 IMG2DATASET_RATE = 1350  # images/s on 16 cores at 256 px, img2dataset's published benchmark
 IMG2DATASET_CORES = 16
 OVERHEAD_AIM = 0.15  # the pipeline may cost at most 15% more than the bare loop
@@ -291,15 +289,11 @@ def scaling(made: dict, cfg: BenchPackConfig, image: ImageConfig, work: Path) ->
 # --- planning ------------------------------------------------------------------------------------------------------
 
 _PRELUDE = """
-import json, sys, time
+import time
 import numpy as np
 from jobs.pack import source_key_hashes
 from pipeline.pack import plan_shards
 args = json.loads(sys.argv[1])
-
-def peak():
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
 """
 _PROGRAMS = {
     "bare": "result = {}",
@@ -313,10 +307,6 @@ result = dict(read_and_hash_seconds=hashed - start, plan_seconds=planned - hashe
               shards=plan.num_shards, min_shard=min(plan.sizes), max_shard=max(plan.sizes))
 """,
 }
-# VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec, so a child of a big parent would report the parent's peak.
-_TAIL = """
-print(json.dumps(dict(result, peak_rss_bytes=peak())))
-"""
 
 
 def _repeat(value: object, type_: pa.DataType, n: int) -> pa.Array:
@@ -346,14 +336,7 @@ def write_key_table(path: str, num_rows: int) -> None:
 
 
 def _child(name: str, args: dict) -> dict:
-    code = _PRELUDE + _PROGRAMS[name] + _TAIL
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run(
-        [sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True, env=env, cwd=REPO, check=False
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"bench pack: {name} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_fresh(_PRELUDE + _PROGRAMS[name], args, f"bench pack: {name}")
 
 
 def planning(cfg: BenchPackConfig, work: Path) -> dict:
@@ -422,10 +405,6 @@ def run(cfg: BenchPackConfig) -> dict:
     return report
 
 
-def _mb(n: float) -> str:
-    return f"{n / 2**20:,.0f} MB"
-
-
 def _num(value: float | None, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
@@ -478,7 +457,7 @@ def summary_lines(report: dict) -> list[str]:
                 )
             lines.append(line)
     pl = report["planning"]
-    peak, above = _mb(pl["peak_rss_bytes"]), _mb(pl["peak_rss_above_bare_bytes"])
+    peak, above = mb(pl["peak_rss_bytes"]), mb(pl["peak_rss_above_bare_bytes"])
     lines.append(
         f"plan {pl['rows']:,} rows -> {pl['shards']} shard{'s' * (pl['shards'] != 1)} of {pl['samples_per_shard']}: "
         f"read and hash the keys {pl['read_and_hash_seconds']:.1f} s + plan {pl['plan_seconds']:.1f} s = "
@@ -529,9 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     report = run(cfg)
     for line in summary_lines(report):
         print(line)
-    os.makedirs(os.path.dirname(cfg.out) or ".", exist_ok=True)
-    with open(cfg.out, "w") as f:
-        json.dump(report, f, indent=1)
+    write_report(cfg.out, report)
     return 0
 
 
