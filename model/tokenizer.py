@@ -24,9 +24,15 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # ids 0..4, as 
 TOKENIZER_FILE = "tokenizer.json"
 
 
-def _bert_pipeline(tokenizer: Tokenizer) -> Tokenizer:
+def _bert_input(tokenizer: Tokenizer) -> Tokenizer:
+    """BERT's uncased normalization and punctuation-aware word splitting (needed before training)."""
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    return tokenizer
+
+
+def _bert_output(tokenizer: Tokenizer) -> Tokenizer:
+    """[CLS] ... [SEP] around every caption, and WordPiece decoding (needs the trained vocabulary's ids)."""
     tokenizer.decoder = decoders.WordPiece()
     cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
@@ -39,14 +45,12 @@ def build_wordpiece(captions: Iterable[str], vocab_size: int = 8000, min_frequen
     """Train an uncased WordPiece vocabulary on ``captions`` (streamed) with ``SPECIAL_TOKENS`` as ids 0..4."""
     if vocab_size <= len(SPECIAL_TOKENS):
         raise ValueError(f"vocab_size must exceed the {len(SPECIAL_TOKENS)} special tokens, got {vocab_size}")
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer = _bert_input(Tokenizer(models.WordPiece(unk_token="[UNK]")))
     trainer = trainers.WordPieceTrainer(
         vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIAL_TOKENS), show_progress=False
     )
     tokenizer.train_from_iterator(captions, trainer=trainer)
-    return _bert_pipeline(tokenizer)
+    return _bert_output(tokenizer)
 
 
 class CaptionTokenizer:
@@ -96,5 +100,5 @@ class CaptionTokenizer:
             return cls(Tokenizer.from_file(json_path), max_len)
         if os.path.exists(vocab_path):
             wordpiece = models.WordPiece.from_file(vocab_path, unk_token="[UNK]")
-            return cls(_bert_pipeline(Tokenizer(wordpiece)), max_len)
+            return cls(_bert_output(_bert_input(Tokenizer(wordpiece))), max_len)
         raise FileNotFoundError(f"{folder}: no {TOKENIZER_FILE} or vocab.txt (a tokenizer directory)")
