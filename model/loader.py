@@ -17,9 +17,16 @@ captions: words like "left"/"right" stay as they are, a known label noise that t
 alignment matched to no box says nothing about where its content is, so its all-zero grid is not supervised.
 
 Bad samples (unreadable tar, invalid JSON, truncated JPEG, a member missing) are skipped and counted per reason.
-Each DataLoader worker counts its own; every batch carries the worker's counters to the main process, and a worker
-whose last samples were bad sends one final counters-only item, so ``StreamingLoader.stats`` is complete at the
-end of an epoch. Counters restart with each epoch (workers are started per epoch).
+Each DataLoader worker counts its own; every batch carries the worker's position (batches, raw samples consumed,
+counters) to the main process, and each worker ends with one counters-only item, so ``StreamingLoader.stats`` is
+complete at the end of an epoch. Counters restart with each epoch (workers are started per epoch).
+
+Exact resume: the position of the batches yielded so far is ``StreamingLoader.state_dict()``. Every stage is
+deterministic in (seed, epoch, rank, worker), so a worker resumes by replaying its consumed raw samples through
+the shard reader and the shuffle buffer without decoding them, and the main process restores the fixed batch order.
+
+Resampled mode (multi-node): each rank and worker draws shards with replacement, so no rank runs dry before the
+others; an epoch is then a nominal ``sizes.json`` total / world size, in full batches.
 
 Shape legend: B batch, S ``img_size``, G grid (``img_size // patch_size``), T text tokens.
 """
@@ -31,6 +38,7 @@ import io
 import json
 import os
 import random
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from itertools import islice
@@ -49,7 +57,7 @@ from manifests.schema import SHARD_RE
 # Pixels are scaled to [-1, 1]: the model has no normalisation layer of its own.
 IMAGE_MEAN = 0.5
 IMAGE_STD = 0.5
-STATS_KEY = "__stats__"  # a batch's worker counters; removed by StreamingLoader before the batch is yielded
+STATS_KEY = "__stats__"  # a batch's worker position; removed by StreamingLoader before the batch is yielded
 
 Tokenize = Callable[[list[str]], dict]  # captions -> {"input_ids": long [B, T], "attention_mask": [B, T]}
 
@@ -71,6 +79,7 @@ class LoaderConfig:
     flip_p: float = 0.5  # probability of a horizontal flip (1.0 forces it)
     num_workers: int = 2  # DataLoader worker processes per rank; 0 iterates in the calling process
     drop_last: bool = False  # drop each worker's final partial batch
+    resampled: bool = False  # draw shards with replacement per rank and worker; epochs of sizes.json / world size
 
     def __post_init__(self):
         if isinstance(self.shards, tuple):
@@ -235,6 +244,19 @@ class SampleTransform:
 # ---- the pipeline -----------------------------------------------------------------------------------------------
 
 
+@dataclass
+class WorkerPosition:
+    """How far one DataLoader worker got in an epoch: batches delivered, raw samples consumed, its counters."""
+
+    batches: int = 0
+    consumed: int = 0
+    stats: dict | None = None
+    done: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
 def worker_info() -> tuple[int, int]:
     info = torch.utils.data.get_worker_info()
     return (0, 1) if info is None else (info.id, info.num_workers)
@@ -248,6 +270,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         self.urls = resolve_shards(cfg.shards)
         self.transform = SampleTransform(cfg)
         self.epoch = 0
+        self.start: dict[int, WorkerPosition] = {}  # per worker, where to resume inside the epoch
 
     def shard_list(self) -> Iterator[dict]:
         urls = list(self.urls)
@@ -284,35 +307,71 @@ class ShardStream(torch.utils.data.IterableDataset):
         }
 
     def __iter__(self) -> Iterator[dict]:
-        worker, _ = worker_info()
-        stats = LoaderStats()
+        worker, num_workers = worker_info()
+        start = self.start.get(worker) or WorkerPosition()
+        stats = LoaderStats(**start.stats) if start.stats else LoaderStats()
+        skipping = start.consumed > 0  # replaying consumed samples: their tar errors are in the saved stats already
 
         def on_tar_error(err: BaseException) -> bool:
-            stats.skip("tar", err)
+            if not skipping:
+                stats.skip("tar", err)
             return True  # keep going with the next member or shard
 
-        urls = wds.split_by_worker(self.shard_list())
+        if self.cfg.resampled:
+            urls = self.resampled_shards(worker)
+            quota = self.resampled_quota(worker, num_workers)
+        else:
+            urls, quota = wds.split_by_worker(self.shard_list()), None
         raw = wds.tarfile_to_samples(handler=on_tar_error)(urls)
         if self.cfg.shuffle_buffer:
             rng = random.Random(stable_seed("samples", self.cfg.seed, self.epoch, self.rank, worker))
             initial = min(100, self.cfg.shuffle_buffer)
             raw = wds.filters._shuffle(raw, bufsize=self.cfg.shuffle_buffer, initial=initial, rng=rng)
-        items = self.transformed(self.decoded(raw, stats), stats)
-        reported = None
-        while batch := list(islice(items, self.cfg.batch_size)):
-            if len(batch) < self.cfg.batch_size and self.cfg.drop_last:
+        # Resume: replay the raw samples consumed before (tar reads and the shuffle, no decoding), so the shuffle
+        # buffer and the shard position are exactly where they were.
+        for _ in islice(raw, start.consumed):
+            pass
+        skipping, consumed = False, start.consumed
+
+        def counted(items: Iterator[dict]) -> Iterator[dict]:
+            nonlocal consumed
+            for item in items:
+                consumed += 1
+                yield item
+
+        items = self.transformed(self.decoded(counted(raw), stats), stats)
+        index = start.batches
+        while quota is None or index < quota:
+            batch = list(islice(items, self.cfg.batch_size))
+            if not batch or (len(batch) < self.cfg.batch_size and self.cfg.drop_last):
                 break
             out = self.collate(batch)
             stats.num_samples += len(batch)
-            reported = json.dumps(asdict(stats))
-            out[STATS_KEY] = (worker, reported)
+            index += 1
+            out[STATS_KEY] = (worker, WorkerPosition(index, consumed, asdict(stats)).to_json())
             yield out
-        if reported != json.dumps(asdict(stats)):  # bad samples after the last batch still get counted
-            yield {STATS_KEY: (worker, json.dumps(asdict(stats)))}
+        # Always last: the final counters (bad samples after the last batch count too) and "this worker is done".
+        yield {STATS_KEY: (worker, WorkerPosition(index, consumed, asdict(stats), done=True).to_json())}
+
+    def resampled_shards(self, worker: int) -> Iterator[dict]:
+        """Resampled mode: shards drawn with replacement, forever; each rank and worker its own draw."""
+        rng = random.Random(stable_seed("resample", self.cfg.seed, self.epoch, self.rank, worker))
+        while True:
+            yield {"url": rng.choice(self.urls)}
+
+    def resampled_quota(self, worker: int, num_workers: int) -> int:
+        """Resampled mode: a nominal epoch (``sizes.json`` / world size) of full batches, spread over workers."""
+        per_rank = epoch_samples(self.cfg) // self.world_size // self.cfg.batch_size
+        return per_rank // num_workers + (worker < per_rank % num_workers)
 
 
 class StreamingLoader:
     """Iterate one epoch of batches for one rank; ``stats`` holds this epoch's counters, summed over workers.
+
+    Batches come in a fixed order whatever the timing of the workers: batch i of every worker, by worker, then batch
+    i + 1 (the round-robin order DataLoader itself uses, restored after a resume). ``state_dict`` is the position
+    after the batches yielded so far; ``load_state_dict`` makes the next iteration continue from it, yielding the
+    same batches an uninterrupted run would have (same ``num_workers`` required).
 
     ``rank``/``world_size`` default to what webdataset detects (``RANK``/``WORLD_SIZE`` or torch.distributed).
     """
@@ -327,28 +386,68 @@ class StreamingLoader:
         self.cfg = cfg
         self.dataset = ShardStream(cfg, tokenize, rank, world_size)
         self.epoch = 0
-        self.worker_stats: dict[int, LoaderStats] = {}
+        self.positions: dict[int, WorkerPosition] = {}  # per worker, after the batches yielded so far
+        self.resume_from: dict[int, WorkerPosition] = {}
+
+    @property
+    def num_workers(self) -> int:
+        return max(1, self.cfg.num_workers)
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        """Start ``epoch`` from its beginning at the next iteration."""
+        self.epoch, self.positions, self.resume_from = epoch, {}, {}
+
+    @property
+    def worker_stats(self) -> dict[int, LoaderStats]:
+        return {w: LoaderStats(**p.stats) for w, p in self.positions.items() if p.stats}
 
     @property
     def stats(self) -> LoaderStats:
         total = LoaderStats()
-        for worker in sorted(self.worker_stats):
-            total.add(self.worker_stats[worker])
+        for _, stats in sorted(self.worker_stats.items()):
+            total.add(stats)
         return total
 
+    def state_dict(self) -> dict:
+        """JSON-able position: the epoch and, per worker, what the batches yielded so far consumed."""
+        return {
+            "epoch": self.epoch,
+            "num_workers": self.num_workers,
+            "workers": {str(w): asdict(p) for w, p in self.positions.items()},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        workers = {int(w): WorkerPosition(**p) for w, p in state["workers"].items()}
+        if workers and state["num_workers"] != self.num_workers:
+            raise ValueError(
+                f"loader position was saved with num_workers {state['num_workers']}; resuming inside an epoch needs "
+                f"the same number, got {self.num_workers}"
+            )
+        self.epoch, self.positions, self.resume_from = state["epoch"], dict(workers), dict(workers)
+
     def __iter__(self) -> Iterator[dict]:
-        self.dataset.epoch = self.epoch  # workers start per epoch and take a copy of the dataset with this epoch
-        self.worker_stats = {}
+        # workers start per epoch and take a copy of the dataset with this epoch and start positions
+        self.dataset.epoch, self.dataset.start = self.epoch, self.resume_from
+        self.resume_from = {}
+        emitted = {w: self.positions.get(w, WorkerPosition()).batches for w in range(self.num_workers)}
+        pending: dict[int, deque] = {w: deque() for w in range(self.num_workers)}
+        finished: set[int] = set()
         loader = torch.utils.data.DataLoader(
             self.dataset, batch_size=None, num_workers=self.cfg.num_workers, persistent_workers=False
         )
-        for batch in loader:
-            worker, snapshot = batch.pop(STATS_KEY)
-            self.worker_stats[int(worker)] = LoaderStats(**json.loads(snapshot))
-            if "image" in batch:
+        for item in loader:
+            worker, position = item.pop(STATS_KEY)
+            pending[int(worker)].append((WorkerPosition(**json.loads(position)), item))
+            while len(finished) < self.num_workers:  # yield what the fixed order allows
+                w = min((w for w in emitted if w not in finished), key=lambda w: (emitted[w], w))
+                if not pending[w]:
+                    break
+                position, batch = pending[w].popleft()
+                self.positions[w] = WorkerPosition(position.batches, position.consumed, position.stats)
+                if position.done:
+                    finished.add(w)
+                    continue
+                emitted[w] += 1
                 yield batch
 
 
@@ -357,6 +456,7 @@ __all__ = [
     "LoaderStats",
     "SampleTransform",
     "StreamingLoader",
+    "WorkerPosition",
     "batches_per_epoch",
     "choose_caption",
     "epoch_samples",

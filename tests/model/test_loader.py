@@ -240,3 +240,79 @@ def test_caption_choice_is_deterministic_and_changes_across_epochs(dataset):
     assert any(e0[k] != e1[k] for k in multi)
     assert all(e0[k] == e1[k] for k in e0 if k not in multi)
     assert json.dumps(captions(0, seed=1)) != json.dumps(e0)
+
+
+def batches_of(loader, limit: int | None = None) -> list[tuple[list[str], torch.Tensor]]:
+    out = []
+    for batch in loader:
+        out.append((batch["keys"], batch["image"]))
+        if limit is not None and len(out) == limit:
+            break
+    return out
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_resume_mid_epoch_yields_the_same_batches(dataset, num_workers):
+    root, _ = dataset
+    cfg = config(root, num_workers=num_workers, shuffle_buffer=4, augment=True, seed=3)
+
+    def fresh():
+        loader = StreamingLoader(cfg, tokenize, rank=0, world_size=1)
+        loader.set_epoch(1)
+        return loader
+
+    full_loader = fresh()
+    full = batches_of(full_loader)
+    assert len(full) == (7 if num_workers == 0 else 8)  # each worker batches its own 10 samples: 4 batches each
+    for cut in (1, 4):
+        first = fresh()
+        head = batches_of(first, limit=cut)
+        state = json.loads(json.dumps(first.state_dict()))  # it travels in a checkpoint as JSON
+        resumed = StreamingLoader(cfg, tokenize, rank=0, world_size=1)
+        resumed.load_state_dict(state)
+        tail = batches_of(resumed)
+        assert [k for k, _ in head + tail] == [k for k, _ in full]
+        assert all(torch.equal(a, b) for (_, a), (_, b) in zip(head + tail, full, strict=True))
+        assert resumed.stats.num_samples == full_loader.stats.num_samples == 20
+
+
+def test_resume_keeps_the_counts_of_bad_samples_already_passed(tmp_path):
+    write_dataset(tmp_path, [[make_sample(f"coco-{i}") for i in range(6)]])
+    path = tmp_path / "000000.tar"
+    data = path.read_bytes()
+    at = data.find(b'"schema_version":1')  # the first sample of the shard
+    path.write_bytes(data[:at] + b'"schema_version":9' + data[at + 18 :])
+    cfg = config(tmp_path, shuffle_buffer=0, batch_size=2)
+    first = StreamingLoader(cfg, tokenize, rank=0, world_size=1)
+    head = batches_of(first, limit=1)
+    resumed = StreamingLoader(cfg, tokenize, rank=0, world_size=1)
+    resumed.load_state_dict(first.state_dict())
+    tail = batches_of(resumed)
+    assert [k for keys, _ in head + tail for k in keys] == [f"coco-{i}" for i in range(1, 6)]
+    assert resumed.stats.skipped == {"decode": 1} and resumed.stats.num_samples == 5
+
+
+def test_resume_refuses_another_worker_count(dataset):
+    root, _ = dataset
+    first = StreamingLoader(config(root, num_workers=2), tokenize, rank=0, world_size=1)
+    batches_of(first, limit=1)
+    other = StreamingLoader(config(root, num_workers=1), tokenize, rank=0, world_size=1)
+    with pytest.raises(ValueError, match="num_workers 2"):
+        other.load_state_dict(first.state_dict())
+
+
+def test_resampled_mode_gives_every_rank_a_full_nominal_epoch(dataset):
+    root, keys = dataset
+    cfg = config(root, resampled=True, num_workers=2, batch_size=3)
+    per_rank = []
+    for rank in range(2):
+        loader = StreamingLoader(cfg, tokenize, rank=rank, world_size=2)
+        batches = batches_of(loader)
+        assert len(batches) == 20 // 2 // 3  # nominal epoch from sizes.json, full batches only
+        assert all(len(k) == 3 for k, _ in batches)
+        per_rank.append([k for keys_, _ in batches for k in keys_])
+        assert set(per_rank[-1]) <= set(keys)
+        assert per_rank[-1] == [
+            k for keys_, _ in batches_of(StreamingLoader(cfg, tokenize, 0 + rank, 2)) for k in keys_
+        ]
+    assert per_rank[0] != per_rank[1]  # each rank draws its own shards
