@@ -20,6 +20,7 @@ BENCHMARKS = {
     "ingest": "source readers: rows/s and peak memory on real-size annotation sets vs json.load",
     "pack": "packing samples/s per worker vs a bare decode-resize-encode loop; 1 vs 2 Ray workers; planning 4M rows",
     "model": "COPA forward and training-step throughput and memory vs keep_ratio 1.0",
+    "loader": "streaming loader samples/s per worker vs a plain webdataset decode-and-batch loop; augmentation cost",
 }
 
 

@@ -12,6 +12,8 @@ JOBS = {
     "synth": "write a synthetic corpus in the real COCO / Visual Genome / web-caption formats",
     "ingest": "read every source of a sources.yaml into one normalized Parquet table, captions aligned to boxes",
     "pack": "a Ray Data job: source manifest -> deterministic WebDataset shards with PTA labels and Parquet manifests",
+    "train": "joint COPA pretraining (ITC, ITM, MLM, PrefixLM, PTA) streaming from shards; torchrun for DDP",
+    "evaluate": "detector precision/recall by keep ratio, retrieval R@1/5/10 and greedy captions on held-out shards",
     "demo": "run the whole system on the embedded default (synthetic corpus, local Ray, CPU)",
     "bench": "benchmarks, each against a baseline in the same run (copa bench --help)",
 }

@@ -26,7 +26,14 @@ def _parser() -> argparse.ArgumentParser:
         "--images",
         type=int,
         default=1000,
-        help="image records over all parts: about 2.5%% COCO, 2.5%% VG (at least 3 each), the rest web (default 1000)",
+        help="image records over all parts: --coco-fraction COCO, --vg-fraction VG (at least 3 each), the rest web "
+        "(default 1000)",
+    )
+    parser.add_argument(
+        "--coco-fraction", type=float, default=0.025, help="share of images in the COCO part, up to 0.5 (default 0.025)"
+    )
+    parser.add_argument(
+        "--vg-fraction", type=float, default=0.025, help="share of images in the VG part, up to 0.5 (default 0.025)"
     )
     parser.add_argument("--seed", type=int, default=0, help="same seed gives byte-identical files (default 0)")
     parser.add_argument(
@@ -51,7 +58,14 @@ def _summary(report: SynthReport) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        cfg = SynthConfig(out=args.out, num_images=args.images, seed=args.seed, faults=args.faults)
+        cfg = SynthConfig(
+            out=args.out,
+            num_images=args.images,
+            seed=args.seed,
+            faults=args.faults,
+            coco_fraction=args.coco_fraction,
+            vg_fraction=args.vg_fraction,
+        )
     except ValueError as error:  # a bad setting: say which, without a traceback
         _parser().error(str(error))
     report = generate(cfg, progress=True)

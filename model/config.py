@@ -15,7 +15,9 @@ ALBEF/mPLUG reuse image features, no extra tail).
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import typing
 from dataclasses import dataclass, field
 
 ITC_IMAGE_PATHS = ("cls_query", "text_query", "unpruned")
@@ -196,3 +198,31 @@ class COPAConfig:
             raise ValueError(f"COPAConfig.itc_image_path must be one of {ITC_IMAGE_PATHS}, got {self.itc_image_path!r}")
         if self.itm_negatives not in ITM_NEGATIVES:
             raise ValueError(f"COPAConfig.itm_negatives must be one of {ITM_NEGATIVES}, got {self.itm_negatives!r}")
+
+
+def from_dict(cls: type, data: dict, where: str) -> typing.Any:
+    """The dataclass ``cls`` built from plain (JSON/YAML) dicts, nested dataclasses included; unknown keys are
+    errors naming ``where`` (e.g. "train.yaml: model.vision")."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown settings {unknown}; known: {sorted(known)}")
+    kwargs = {}
+    for name, value in data.items():
+        if dataclasses.is_dataclass(hints[name]):
+            value = from_dict(hints[name], value, f"{where}.{name}")
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def merge(base: dict, overrides: dict) -> dict:
+    """``base`` with ``overrides`` applied, nested mappings merged key by key (a copy; neither input changes)."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            value = merge(out[key], value)
+        out[key] = value
+    return out

@@ -433,7 +433,11 @@ class StreamingLoader:
         pending: dict[int, deque] = {w: deque() for w in range(self.num_workers)}
         finished: set[int] = set()
         loader = torch.utils.data.DataLoader(
-            self.dataset, batch_size=None, num_workers=self.cfg.num_workers, persistent_workers=False
+            self.dataset,
+            batch_size=None,
+            num_workers=self.cfg.num_workers,
+            persistent_workers=False,
+            generator=torch.Generator(),  # its own seed draw, so the global torch RNG (dropout, masking) is untouched
         )
         for item in loader:
             worker, position = item.pop(STATS_KEY)

@@ -1,0 +1,284 @@
+"""Evaluation of a trained COPA model on held-out shards (DESIGN section 8; the paper's Figure 5 and retrieval).
+
+- Detector: for every held-out (image, caption) pair whose caption names a box, the text-aware detector keeps
+  ``keep_ratio`` of the patches; precision and recall of the kept patches against the PTA labels (coverage > tau).
+  Chance (random patches) has recall = keep ratio and precision = the positive-patch fraction, reported beside.
+- Retrieval: ITC embeddings of every image (from its own [CLS] query, as at inference) and every caption; text to
+  image and image to text R@1/5/10 (an image counts as found by any of its captions). Optionally the top
+  ``itm_rerank`` candidates of each query are re-ranked by the ITM head.
+- Captions: greedy decoding for a few images, beside their reference captions.
+
+Images go through the loader's canonical path (the whole image resized to the model's square, no augmentation),
+so labels are the stored ``pta.npy`` rows or, at another grid, recomputed from the boxes.
+
+Shape legend: I images, C captions, G grid, N patches (G * G), K kept, E embedding width.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import webdataset as wds
+from PIL import Image
+
+from manifests.labels import patch_coverage
+from manifests.samples import Sample, decode_sample
+from model.copa import COPA
+from model.loader import load_rgb, to_tensor
+from model.tokenizer import CaptionTokenizer
+
+
+@dataclass
+class EvalSet:
+    """Held-out samples in model input form: images, every caption, and per caption its label grid."""
+
+    keys: list[str]
+    images: torch.Tensor  # [I, 3, S, S]
+    jpegs: list[bytes]  # the stored images, for pictures
+    captions: list[str]  # [C], all captions of all images
+    caption_image: list[int]  # [C] -> index of its image
+    words: list[list[str]]  # [C] matched words of each caption
+    coverage: np.ndarray  # uint8 [C, G, G] (zeros for captions without relevant boxes)
+    labelled: np.ndarray  # bool [C]: the image has boxes and the caption names at least one
+
+
+def read_samples(urls: list[str], limit: int) -> Iterator[Sample]:
+    """Up to ``limit`` decodable samples of ``urls`` in shard order; bad ones are skipped (the loader counts them)."""
+    seen = 0
+    for item in wds.tarfile_to_samples(handler=wds.warn_and_continue)({"url": u} for u in urls):
+        members = {k: v for k, v in item.items() if not k.startswith("__")}
+        try:
+            sample = decode_sample(item["__key__"], members)
+        except (ValueError, TypeError, KeyError):
+            continue
+        yield sample
+        seen += 1
+        if seen >= limit:
+            return
+
+
+def load_eval_set(urls: list[str], img_size: int, patch_size: int, max_images: int) -> EvalSet:
+    grid = img_size // patch_size
+    keys, images, jpegs, captions, caption_image, words, coverage, labelled = [], [], [], [], [], [], [], []
+    for sample in read_samples(urls, max_images):
+        try:
+            rgb = load_rgb(sample.image).resize((img_size, img_size), Image.Resampling.BICUBIC)  # as the loader
+        except (OSError, ValueError):
+            continue
+        meta, index = sample.meta, len(keys)
+        keys.append(sample.key)
+        images.append(to_tensor(np.array(rgb)))
+        jpegs.append(sample.image)
+        groups = [list(r["boxes"]) for r in meta["relevant"]]
+        if sample.pta is None:
+            grids = np.zeros((len(groups), grid, grid), np.uint8)
+        elif sample.pta.shape[-1] == grid:
+            grids = sample.pta
+        else:
+            grids = patch_coverage(np.asarray(meta["boxes"], np.float64).reshape(-1, 4), groups, grid)
+        for c, caption in enumerate(meta["captions"]):
+            captions.append(caption)
+            caption_image.append(index)
+            words.append(list(meta["relevant"][c]["words"]))
+            coverage.append(grids[c])
+            labelled.append(sample.pta is not None and len(groups[c]) > 0)
+    if not keys:
+        raise ValueError(f"no decodable samples in {urls[:3]}{'...' if len(urls) > 3 else ''}")
+    return EvalSet(
+        keys, torch.stack(images), jpegs, captions, caption_image, words, np.stack(coverage), np.array(labelled)
+    )
+
+
+def _batches(n: int, size: int) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(n, start + size))
+
+
+@torch.no_grad()
+def detector_scores(
+    model: COPA, data: EvalSet, tokenizer: CaptionTokenizer, keep_ratio: float, tau: float, batch_size: int, device
+) -> dict:
+    """Precision and recall of the last detector's kept patches on the labelled pairs, micro-averaged."""
+    layers = model.cfg.vision.detect_layers
+    model.set_detection(layers, (keep_ratio,) * len(layers))
+    pairs = np.flatnonzero(data.labelled)
+    hits = kept_total = positives = full = 0
+    for part in _batches(len(pairs), batch_size):
+        idx = pairs[part]
+        tokens = tokenizer([data.captions[i] for i in idx])
+        image = data.images[[data.caption_image[i] for i in idx]].to(device)
+        out = model.detect(image, tokens["input_ids"].to(device), tokens["attention_mask"].to(device))
+        kept_BK = out.kept_idx[-1].cpu()
+        positive_BN = torch.from_numpy(data.coverage[idx].reshape(len(idx), -1) > tau * 255)
+        kept_BN = torch.zeros_like(positive_BN).scatter_(1, kept_BK, True)
+        hits += int((kept_BN & positive_BN).sum())
+        kept_total += int(kept_BN.sum())
+        positives += int(positive_BN.sum())
+        full += int(((kept_BN & positive_BN).sum(1) == positive_BN.sum(1)).sum())
+    n = len(pairs)
+    return {
+        "keep_ratio": keep_ratio,
+        "pairs": n,
+        "precision": hits / max(1, kept_total),
+        "recall": hits / max(1, positives),
+        "all_positives_kept": full / max(1, n),
+        "chance_precision": positives / max(1, n * data.coverage[0].size),
+        "chance_recall": kept_total / max(1, n * data.coverage[0].size),
+    }
+
+
+def recall_at(ranks: np.ndarray, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
+    """Share of queries whose first correct answer ranks below k (ranks start at 0)."""
+    return {f"R@{k}": float((ranks < k).mean()) for k in ks}
+
+
+def retrieval_ranks(sim_CI: np.ndarray, caption_image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ranks of the right answer: text->image per caption [C], image->text per image [I] (best of its captions)."""
+    num_images = sim_CI.shape[1]
+    order_CI = np.argsort(-sim_CI, axis=1, kind="stable")
+    t2i = np.argmax(order_CI == caption_image[:, None], axis=1)
+    order_IC = np.argsort(-sim_CI.T, axis=1, kind="stable")
+    is_own_IC = caption_image[order_IC] == np.arange(num_images)[:, None]
+    i2t = np.argmax(is_own_IC, axis=1)
+    return t2i, i2t
+
+
+@torch.no_grad()
+def retrieval_scores(
+    model: COPA, data: EvalSet, tokenizer: CaptionTokenizer, batch_size: int, device, itm_rerank: int = 0
+) -> dict:
+    img_IE = torch.cat(
+        [model.encode_image(data.images[s].to(device)).cpu() for s in _batches(len(data.keys), batch_size)]
+    )
+    txt = []
+    for s in _batches(len(data.captions), batch_size):
+        tokens = tokenizer(data.captions[s])
+        txt.append(model.encode_text(tokens["input_ids"].to(device), tokens["attention_mask"].to(device)).cpu())
+    sim_CI = (torch.cat(txt) @ img_IE.t()).numpy()
+    owner = np.asarray(data.caption_image)
+    if itm_rerank:
+        sim_CI = rerank_with_itm(model, data, tokenizer, sim_CI, itm_rerank, batch_size, device)
+    t2i, i2t = retrieval_ranks(sim_CI, owner)
+    return {
+        "images": len(data.keys),
+        "captions": len(data.captions),
+        "itm_rerank": itm_rerank,
+        "text_to_image": recall_at(t2i),
+        "image_to_text": recall_at(i2t),
+        "chance_text_to_image_R@1": 1 / len(data.keys),
+        "chance_image_to_text_R@1": float(np.mean([np.mean(owner == i) for i in range(len(data.keys))])),
+    }
+
+
+def rerank_with_itm(
+    model: COPA, data: EvalSet, tokenizer: CaptionTokenizer, sim_CI: np.ndarray, k: int, batch_size: int, device
+) -> np.ndarray:
+    """ITM probability, lifted above every ITC score, for the top ``k`` images of each caption and the top ``k``
+    captions of each image (ALBEF's re-ranking); the other pairs keep their ITC order below."""
+    out = sim_CI.copy()
+    k_img, k_txt = min(k, sim_CI.shape[1]), min(k, sim_CI.shape[0])
+    pairs = {(c, int(i)) for c in range(sim_CI.shape[0]) for i in np.argsort(-sim_CI[c])[:k_img]}
+    pairs |= {(int(c), i) for i in range(sim_CI.shape[1]) for c in np.argsort(-sim_CI[:, i])[:k_txt]}
+    pairs = sorted(pairs)
+    for s in _batches(len(pairs), batch_size):
+        chunk = pairs[s]
+        tokens = tokenizer([data.captions[c] for c, _ in chunk])
+        image = data.images[[i for _, i in chunk]].to(device)
+        p = model.itm_score(image, tokens["input_ids"].to(device), tokens["attention_mask"].to(device)).cpu()
+        for (c, i), prob in zip(chunk, p.tolist(), strict=True):
+            out[c, i] = 2.0 + prob  # cosine similarities are at most 1
+    return out
+
+
+@torch.no_grad()
+def greedy_captions(model: COPA, data: EvalSet, tokenizer: CaptionTokenizer, num: int, device) -> list[dict]:
+    n = min(num, len(data.keys))
+    if n == 0:
+        return []
+    ids = model.generate(data.images[:n].to(device)).cpu().tolist()
+    owner = np.asarray(data.caption_image)
+    return [
+        {
+            "key": data.keys[i],
+            "generated": tokenizer.decode(ids[i]),
+            "references": [data.captions[c] for c in np.flatnonzero(owner == i)],
+        }
+        for i in range(n)
+    ]
+
+
+@torch.no_grad()
+def detector_examples(model: COPA, data: EvalSet, tokenizer: CaptionTokenizer, num: int, device) -> list[dict]:
+    """Inputs of ``manifests.pictures.detector_panel`` for the first ``num`` labelled pairs (one per image)."""
+    firsts, seen = [], set()
+    for c in np.flatnonzero(data.labelled):
+        if data.caption_image[c] not in seen:
+            seen.add(data.caption_image[c])
+            firsts.append(int(c))
+        if len(firsts) == num:
+            break
+    if not firsts:
+        return []
+    tokens = tokenizer([data.captions[c] for c in firsts])
+    image = data.images[[data.caption_image[c] for c in firsts]].to(device)
+    out = model.detect(image, tokens["input_ids"].to(device), tokens["attention_mask"].to(device))
+    N = data.coverage[0].size
+    examples = []
+    for b, c in enumerate(firsts):
+        scores = torch.full((N,), float("nan"))  # patches a later detector never scored stay at the minimum
+        scores[out.scored_idx[0][b].cpu()] = out.logits[0][b].float().cpu()
+        scores = torch.nan_to_num(scores, nan=float(scores.nan_to_num(float("inf")).min()))
+        examples.append(
+            {
+                "key": data.keys[data.caption_image[c]],
+                "image": data.jpegs[data.caption_image[c]],
+                "caption": data.captions[c],
+                "words": data.words[c],
+                "coverage": data.coverage[c],
+                "scores": scores.numpy(),
+                "kept": out.kept_idx[-1][b].cpu().numpy(),
+            }
+        )
+    return examples
+
+
+def evaluate(
+    model: COPA,
+    tokenizer: CaptionTokenizer,
+    urls: list[str],
+    keep_ratios: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7),
+    max_images: int = 500,
+    batch_size: int = 32,
+    itm_rerank: int = 0,
+    num_captions: int = 8,
+    num_examples: int = 8,
+    device: str | torch.device = "cpu",
+) -> tuple[dict, list[dict]]:
+    """All figures (a JSON-able dict) and the detector examples for pictures (at the model's own keep ratio)."""
+    v = model.cfg.vision
+    data = load_eval_set(urls, v.img_size, v.patch_size, max_images)
+    own = (v.detect_layers, v.keep_ratios)
+    model.eval()
+    try:
+        detector = [
+            detector_scores(model, data, tokenizer, r, model.cfg.loss.tau, batch_size, device) for r in keep_ratios
+        ]
+        model.set_detection(*own)
+        result = {
+            "shards": urls,
+            "keep_ratios_trained": list(v.keep_ratios),
+            "labelled_pairs": int(data.labelled.sum()),
+            "detector": detector,
+            "retrieval": retrieval_scores(model, data, tokenizer, batch_size, device, itm_rerank),
+            "captions": greedy_captions(model, data, tokenizer, num_captions, device),
+        }
+        examples = detector_examples(model, data, tokenizer, num_examples, device)
+    finally:
+        model.set_detection(*own)
+    return result, examples
+
+
+__all__ = ["EvalSet", "evaluate", "load_eval_set", "recall_at", "retrieval_ranks"]
