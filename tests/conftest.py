@@ -48,3 +48,19 @@ def make_sample(key: str = "coco-000001", num_captions: int = 2, num_boxes: int 
 @pytest.fixture
 def sample_factory():
     return make_sample
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory):
+    """100 images (75% annotated) packed into 60-sample shards without Ray: 2 shards, labels on an 8 x 8 grid."""
+    from tests.model.corpus import packed_corpus
+
+    return packed_corpus(tmp_path_factory.mktemp("small_corpus"), images=100)
+
+
+@pytest.fixture(scope="session")
+def learning_corpus(tmp_path_factory):
+    """300 images (75% annotated) in 5 shards: enough for the tiny model to learn where the named objects are."""
+    from tests.model.corpus import packed_corpus
+
+    return packed_corpus(tmp_path_factory.mktemp("learning_corpus"), images=300)
