@@ -130,19 +130,19 @@ def prepare_out(out: Path, overwrite: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        cfg, model_cfg = resolve(args)
-    except (ValueError, OSError) as err:
-        print(f"copa train: {err}", file=sys.stderr)
-        return 2
-    out = Path(cfg.out)
-    if int(os.environ.get("RANK", "0")) == 0:
-        prepare_out(out, args.overwrite)
 
     def curves(_checkpoint: Path) -> None:
         plot_loss_curves(out / METRICS_FILE, out / LOSS_CURVES)
 
-    trainer = Trainer(cfg, model_cfg, on_checkpoint=curves)
+    try:  # configuration errors (bad settings, a refused resume, a folder that is not a run) name what is wrong
+        cfg, model_cfg = resolve(args)
+        out = Path(cfg.out)
+        if int(os.environ.get("RANK", "0")) == 0:
+            prepare_out(out, args.overwrite)
+        trainer = Trainer(cfg, model_cfg, on_checkpoint=curves)
+    except (ValueError, OSError) as err:
+        print(f"copa train: {err}", file=sys.stderr)
+        return 2
     try:
         result = trainer.run()
     finally:

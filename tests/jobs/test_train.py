@@ -1,0 +1,84 @@
+"""``copa train`` and ``copa evaluate`` end to end through ``main([...])``, and DDP under torchrun (gloo, CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from jobs import evaluate, train
+from model.checkpoint import list_checkpoints, load_checkpoint
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = ["--preset", "tiny", "--batch-size", "8", "--workers", "0", "--vocab-size", "300", "--threads", "1"]
+
+
+def test_train_then_evaluate_through_main(small_corpus, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["--shards", str(small_corpus), "--out", str(run), *TINY, "--holdout-shards", "1", "--log-every", "2"]
+    assert train.main([*args, "--steps", "4", "--ckpt-every", "2", "--quiet"]) == 0
+    assert [p.name for p in list_checkpoints(run)] == ["step-00000002.pt", "step-00000004.pt"]
+    config = json.loads((run / "train_config.json").read_text())
+    assert config["train"]["holdout_shards"] == 1 and config["model"]["vision"]["img_size"] == 32
+    assert (run / "tokenizer.json").exists()
+    Image.open(run / "loss_curves.png").verify()
+
+    assert train.main([*args, "--steps", "6"]) == 0  # same folder: resumes at step 4
+    assert "resumed from" in capsys.readouterr().err
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [2, 4, 6]
+
+    assert evaluate.main(["--checkpoint", str(run), "--max-images", "30", "--captions", "2", "--pictures", "2"]) == 0
+    result = json.loads((run / "eval" / "eval.json").read_text())
+    assert result["step"] == 6 and result["shards"][0].endswith("000001.tar")  # the held-out shard
+    assert [d["keep_ratio"] for d in result["detector"]] == [0.1, 0.3, 0.5, 0.7]
+    assert all(0 <= d["precision"] <= 1 and 0 <= d["recall"] <= 1 for d in result["detector"])
+    assert set(result["retrieval"]["text_to_image"]) == {"R@1", "R@5", "R@10"}
+    assert len(result["captions"]) == 2
+    for name in ("detector_recall.png", "detector_picks.png"):
+        Image.open(run / "eval" / name).verify()
+    assert "text_to_image: R@1" in capsys.readouterr().out
+
+
+def test_bad_settings_are_named(small_corpus, tmp_path, capsys):
+    base = ["--shards", str(small_corpus), "--out", str(tmp_path / "run"), *TINY]
+    assert train.main([*base, "--set", "model.vision.kep_ratios=[0.3]"]) == 2
+    assert "model.vision: unknown settings ['kep_ratios']" in capsys.readouterr().err
+    assert train.main([*base, "--set", "lr=1"]) == 2
+    assert "train.FIELD=VALUE" in capsys.readouterr().err
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    assert train.main(["--shards", str(small_corpus), "--out", str(tmp_path / "other"), *TINY]) == 2
+    assert "not a training run folder" in capsys.readouterr().err
+    assert evaluate.main(["--checkpoint", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_yaml_config_and_set_overrides_reach_the_configs(small_corpus, tmp_path):
+    yaml_file = tmp_path / "train.yaml"
+    yaml_file.write_text("preset: tiny\ntrain:\n  lr: 0.002\nmodel:\n  vision:\n    keep_ratios: [0.25]\n")
+    args = ["--config", str(yaml_file), "--shards", str(small_corpus), "--out", "x", "--set", "train.lr=0.003"]
+    cfg, model_cfg = train.resolve(train.parse_args(args))
+    assert cfg.lr == 0.003 and model_cfg.vision.keep_ratios == (0.25,) and model_cfg.vision.img_size == 32
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_on_cpu(small_corpus, tmp_path):
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "jobs.train"]
+    cmd += ["--shards", str(small_corpus), "--out", str(run), *TINY, "--steps", "3", "--log-every", "1", "--quiet"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state = load_checkpoint(run)
+    assert state["step"] == 3 and len(state["loader"]) == 2  # one loader position per rank
+    assert {json.loads(p)["epoch"] for p in state["loader"]} == {0}
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2, 3]  # rank 0 alone writes
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in lines)
