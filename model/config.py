@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 ITC_IMAGE_PATHS = ("cls_query", "text_query", "unpruned")
 ITM_NEGATIVES = ("requery", "reuse")
+ITC_POOLS = ("cls", "mean")
 
 
 def _positive(obj: object, *names: str) -> None:
@@ -188,6 +189,7 @@ class COPAConfig:
     embed_dim: int = 256  # shared ITC / retrieval embedding width E
     itc_image_path: str = "cls_query"  # "cls_query" | "text_query" (ablation: peeks at the text) | "unpruned"
     itm_negatives: str = "requery"  # "requery": a negative pair's own text drives the detector; "reuse": cheaper
+    itc_pool: str = "cls"  # ITC embeddings from the [CLS] tokens (ALBEF, pretrained towers) or token means ("mean")
 
     def __post_init__(self) -> None:
         for name, kind in (("vision", VisionConfig), ("text", TextConfig), ("loss", LossConfig)):
@@ -196,6 +198,8 @@ class COPAConfig:
         _positive(self, "embed_dim")
         if self.itc_image_path not in ITC_IMAGE_PATHS:
             raise ValueError(f"COPAConfig.itc_image_path must be one of {ITC_IMAGE_PATHS}, got {self.itc_image_path!r}")
+        if self.itc_pool not in ITC_POOLS:
+            raise ValueError(f"COPAConfig.itc_pool must be one of {ITC_POOLS}, got {self.itc_pool!r}")
         if self.itm_negatives not in ITM_NEGATIVES:
             raise ValueError(f"COPAConfig.itm_negatives must be one of {ITM_NEGATIVES}, got {self.itm_negatives!r}")
 

@@ -111,6 +111,19 @@ class COPA(nn.Module):
             raise ValueError('itc_image_path "text_query" needs the paired text (input_ids, attention_mask)')
         return towers.vision.forward_tail(shared_BND, query_BD).tokens
 
+    def _itc_text(self, towers: nn.Module, text_BTD: Tensor, mask_BT: Tensor) -> Tensor:
+        """Normalized ITC text embedding [B, E]: the [CLS] state, or the mean over the caption's tokens."""
+        if self.cfg.itc_pool == "mean":
+            pooled_BD = (text_BTD * mask_BT[..., None]).sum(1) / mask_BT.sum(1, keepdim=True)
+        else:
+            pooled_BD = text_BTD[:, 0]
+        return F.normalize(towers.itc_text_proj(pooled_BD).float(), dim=-1)
+
+    def _itc_image(self, towers: nn.Module, visual_BMD: Tensor) -> Tensor:
+        """Normalized ITC image embedding [B, E]: the [CLS] token, or the mean over the visual tokens."""
+        pooled_BD = visual_BMD.mean(1) if self.cfg.itc_pool == "mean" else visual_BMD[:, 0]
+        return F.normalize(towers.itc_vision_proj(pooled_BD).float(), dim=-1)
+
     def _temperature(self) -> Tensor:
         if self.training:  # clamp the parameter itself, as ALBEF does, so it never sticks outside the range
             with torch.no_grad():
@@ -135,8 +148,8 @@ class COPA(nn.Module):
             itc_visual = self._itc_image_tokens(self, shared_BND, query_BD)
         else:  # identity detectors (all paths coincide) or the text-query ablation: reuse the positive tail
             itc_visual = visual_BMD
-        img_BE = F.normalize(self.itc_vision_proj(itc_visual[:, 0]).float(), dim=-1)
-        txt_BE = F.normalize(self.itc_text_proj(text_BTD[:, 0]).float(), dim=-1)
+        img_BE = self._itc_image(self, itc_visual)
+        txt_BE = self._itc_text(self, text_BTD, mask_BT)
         if self.momentum is not None:
             loss_itc = self._momentum_itc(image, ids_BT, mask_BT, img_BE, txt_BE, temp)
         else:
@@ -204,12 +217,11 @@ class COPA(nn.Module):
         with torch.no_grad():
             if self.training:
                 self.momentum.update(self)
-            text_m_BD = m.text_encoder(ids_BT, mask_BT)[:, 0]
+            text_m_BTD = m.text_encoder(ids_BT, mask_BT)
             shared_m = m.vision.forward_shared(image)
-            query_m = m.query_proj(text_m_BD) if self.cfg.itc_image_path == "text_query" else None
-            visual_m = self._itc_image_tokens(m, shared_m, query_m)
-            img_m_BE = F.normalize(m.itc_vision_proj(visual_m[:, 0]).float(), dim=-1)
-            txt_m_BE = F.normalize(m.itc_text_proj(text_m_BD).float(), dim=-1)
+            query_m = m.query_proj(text_m_BTD[:, 0]) if self.cfg.itc_image_path == "text_query" else None
+            img_m_BE = self._itc_image(m, self._itc_image_tokens(m, shared_m, query_m))
+            txt_m_BE = self._itc_text(m, text_m_BTD, mask_BT)
         loss = self.momentum.loss(img_BE, txt_BE, img_m_BE, txt_m_BE, temp)
         if self.training:
             self.momentum.enqueue(img_m_BE, txt_m_BE)
@@ -229,7 +241,7 @@ class COPA(nn.Module):
 
     def encode_text(self, ids_BT: Tensor, mask_BT: Tensor) -> Tensor:
         """Normalized ITC text embeddings [B, E]."""
-        return F.normalize(self.itc_text_proj(self.text_encoder(ids_BT, mask_BT)[:, 0]).float(), dim=-1)
+        return self._itc_text(self, self.text_encoder(ids_BT, mask_BT), mask_BT)
 
     def encode_image(self, image: Tensor, ids_BT: Tensor | None = None, mask_BT: Tensor | None = None) -> Tensor:
         """Normalized ITC image embeddings [B, E]; the text is used (and required) only by "text_query"."""
@@ -237,7 +249,7 @@ class COPA(nn.Module):
         if self.cfg.itc_image_path == "text_query" and ids_BT is not None:
             query_BD = self.query_proj(self.text_encoder(ids_BT, mask_BT)[:, 0])
         visual = self._itc_image_tokens(self, self.vision.forward_shared(image), query_BD)
-        return F.normalize(self.itc_vision_proj(visual[:, 0]).float(), dim=-1)
+        return self._itc_image(self, visual)
 
     def fused_states(self, image: Tensor, ids_BT: Tensor, mask_BT: Tensor) -> tuple[Tensor, VisionOutput]:
         """Text encoder, text-aware ViT-TPD and fusion (the VQA-like forward): [B, T, D] and the vision output."""

@@ -11,6 +11,11 @@ The small presets use the special-token layout of a WordPiece vocabulary trained
 and the special tokens listed first: [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4. The base preset uses BERT's
 uncased vocabulary ids. A trainer sets ``text.vocab_size`` from its tokenizer with ``dataclasses.replace``.
 
+ITC pooling: ``base`` takes the [CLS] tokens, as ALBEF and COPA do with pretrained towers. The small presets train
+from scratch, where a freshly initialized BERT's [CLS] state is the same for every caption (cosine 1.000 across a
+batch) and ITC sat at chance (ln B) for the whole demo while PTA learned; with token means ITC learns from the first
+steps (tiny at 64 px, 300 steps: ITC loss 2.77 -> 2.01, text-to-image R@1 0.15 against chance 0.045).
+
 Keep ratio and layer: the paper states neither; ``base`` keeps 0.5 of the patches at block 6 (the usual place).
 Measured with ``copa bench model`` on a 2-core CPU, inference (text + ViT-TPD + fusion) is x1.2-1.3 faster than
 keep ratio 1.0 there; detecting earlier buys more (keep 0.5 at block 3: x1.5-1.7, at block 2: x1.8 at 384 px).
@@ -50,7 +55,7 @@ def tiny() -> COPAConfig:
         dropout=0.0,
         **WORDPIECE_SPECIALS,
     )
-    return COPAConfig(vision=vision, text=text, loss=LossConfig(), embed_dim=32)
+    return COPAConfig(vision=vision, text=text, loss=LossConfig(), embed_dim=32, itc_pool="mean")
 
 
 def small() -> COPAConfig:
@@ -77,7 +82,7 @@ def small() -> COPAConfig:
         dropout=0.1,
         **WORDPIECE_SPECIALS,
     )
-    return COPAConfig(vision=vision, text=text, loss=LossConfig(), embed_dim=128)
+    return COPAConfig(vision=vision, text=text, loss=LossConfig(), embed_dim=128, itc_pool="mean")
 
 
 def base() -> COPAConfig:

@@ -189,3 +189,35 @@ def test_presets_are_valid_and_consistent():
 def test_config_errors_name_the_field(make, field):
     with pytest.raises(ValueError, match=field):
         make()
+
+
+@pytest.mark.parametrize("pool", ["cls", "mean"])
+def test_itc_pooling_takes_the_cls_token_or_the_mean_over_real_tokens(make_batch, pool):
+    seed_everything(0)
+    cfg = dataclasses.replace(tiny(), itc_pool=pool)
+    model = COPA(cfg).eval()
+    batch = make_batch(cfg, 4)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    with torch.no_grad():
+        states = model.text_encoder(ids, mask)
+        padded = torch.cat([ids, torch.zeros_like(ids[:, :3])], 1)  # more padding must not move a mean
+        longer = model.encode_text(padded, (padded != cfg.text.pad_id).long())
+        got = model.encode_text(ids, mask)
+    pooled = states[:, 0] if pool == "cls" else (states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+    torch.testing.assert_close(got, torch.nn.functional.normalize(model.itc_text_proj(pooled), dim=-1))
+    torch.testing.assert_close(longer, got, atol=1e-5, rtol=1e-5)
+
+
+def test_a_fresh_text_encoder_gives_every_caption_the_same_cls_state(make_batch):
+    """Why the from-scratch presets pool ITC by the mean: a new BERT's [CLS] state ignores the caption."""
+    seed_everything(0)
+    cfg = small()
+    model = COPA(dataclasses.replace(cfg, text=dataclasses.replace(cfg.text, vocab_size=100))).eval()
+    batch = make_batch(model.cfg, 8)
+    with torch.no_grad():
+        states = model.text_encoder(batch["input_ids"], batch["attention_mask"])
+    cos = lambda x: torch.nn.functional.normalize(x, dim=-1) @ torch.nn.functional.normalize(x, dim=-1).t()  # noqa: E731
+    off_diagonal = ~torch.eye(8, dtype=torch.bool)
+    mask = batch["attention_mask"][..., None]
+    assert cos(states[:, 0])[off_diagonal].min() > 0.999
+    assert cos((states * mask).sum(1) / mask.sum(1))[off_diagonal].min() < 0.99
