@@ -45,3 +45,74 @@ def plot_loss_curves(metrics: str | Path, png: str | Path) -> Path | None:
     plt.close(fig)
     os.replace(tmp, png)
     return png
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
+def demo_report(out: Path, seconds: dict[str, float]) -> tuple[Path, list[str]]:
+    """``out/report.md`` from what each demo step wrote; returns its path and the headline figures (for printing)."""
+    ingest = json.loads((out / "source.parquet.ingest.json").read_text())["summary"]
+    dataset = json.loads((out / "shards" / "dataset.json").read_text())
+    run = out / "run"
+    metrics = read_metrics(run / "metrics.jsonl")
+    train_cfg = json.loads((run / "train_config.json").read_text())
+    result = json.loads((run / "eval" / "eval.json").read_text())
+    first, last = metrics[0], metrics[-1]
+    trained_keep = result["keep_ratios_trained"][0]
+    at_keep = next((d for d in result["detector"] if d["keep_ratio"] == trained_keep), result["detector"][-1])
+    ret = result["retrieval"]
+    k, t2i, i2t = at_keep, "text_to_image", "image_to_text"
+    headline = [
+        f"detector recall at keep {k['keep_ratio']}: {k['recall']:.2f} (chance {k['chance_recall']:.2f}), precision "
+        f"{k['precision']:.2f} (chance {k['chance_precision']:.2f}) over {k['pairs']} held-out caption-image pairs",
+        f"retrieval R@1 text->image {ret[t2i]['R@1']:.3f} (chance {ret[f'chance_{t2i}_R@1']:.3f}), image->text "
+        f"{ret[i2t]['R@1']:.3f} (chance {ret[f'chance_{i2t}_R@1']:.3f}) over {ret['images']} held-out images",
+        f"PTA loss {first['loss_pta']:.3f} -> {last['loss_pta']:.3f}, total loss {first['loss']:.2f} -> "
+        f"{last['loss']:.2f} in {last['step']} steps",
+    ]
+    lines = ["# COPA demo report", "", "Everything here was made by `make demo` on this machine, from a synthetic "
+             "corpus the toolkit generated itself.", "", "## Figures", ""] + [f"- {h}" for h in headline]  # fmt: skip
+    lines += ["", "## Steps", ""]
+    lines += _table(["step", "seconds"], [[name, f"{s:.1f}"] for name, s in seconds.items()])
+    lines += ["", "## Corpus and shards", ""]
+    rows = [
+        [name, s["images"], s["ok"], s["merged"], s["captions"], s["grounded_captions"], s["boxes"]]
+        for name, s in sorted(ingest.items())
+    ]
+    lines += _table(["source", "images", "ok", "merged", "captions", "grounded captions", "boxes"], rows)
+    lines += ["", f"Packed {dataset['num_samples']} samples into {dataset['num_shards']} shards "
+              f"({dataset['num_rejected']} rows rejected with a reason in the manifests); labels on a "
+              f"{dataset['geometry']['image_size'] // dataset['geometry']['patch_size']}-patch grid."]  # fmt: skip
+    t = train_cfg["train"]
+    lines += ["", "## Training", "", f"Preset `{train_cfg['model']['vision']['img_size']} px` model, {last['step']} "
+              f"steps of {t['batch_size']} on CPU, lr {t['lr']}, keep ratio {trained_keep} at block "
+              f"{train_cfg['model']['vision']['detect_layers'][0]}; {last['samples_per_s']:.1f} samples/s at the end.",
+              "", "![loss curves](run/loss_curves.png)", ""]  # fmt: skip
+    lines += _table(
+        ["step", "loss", "ITC", "ITM", "MLM", "PrefixLM", "PTA", "ITM acc"],
+        [[m["step"], *(f"{m[k]:.3f}" for k in CURVES[:-1])] for m in (first, metrics[len(metrics) // 2], last)],
+    )
+    lines += ["", "## Evaluation on the held-out shard", "",
+              "Precision and recall of the patches the text-aware detector keeps, against the PTA labels "
+              "(chance: patches picked at random).", ""]  # fmt: skip
+    rows = [
+        [d["keep_ratio"], f"{d['precision']:.3f}", f"{d['recall']:.3f}", f"{d['all_positives_kept']:.3f}",
+         f"{d['chance_precision']:.3f}", f"{d['chance_recall']:.3f}"]
+        for d in result["detector"]
+    ]  # fmt: skip
+    lines += _table(["keep", "precision", "recall", "all positives kept", "chance precision", "chance recall"], rows)
+    lines += ["", "![precision and recall by keep ratio](run/eval/detector_recall.png)", ""]
+    rows = [[name.replace("_", " "), *(f"{v:.3f}" for v in ret[name].values()), f"{ret[f'chance_{name}_R@1']:.3f}"]
+            for name in ("text_to_image", "image_to_text")]  # fmt: skip
+    lines += _table(["retrieval", "R@1", "R@5", "R@10", "chance R@1"], rows)
+    lines += ["", "Greedy captions:", ""]
+    lines += _table(["image", "generated", "a reference caption"],
+                    [[c["key"], c["generated"], c["references"][0]] for c in result["captions"]])  # fmt: skip
+    lines += ["", "Detector picks on held-out images (PTA labels | detector scores | kept patches):", "",
+              "![detector picks](run/eval/detector_picks.png)", ""]  # fmt: skip
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path, headline
