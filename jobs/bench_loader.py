@@ -18,7 +18,9 @@ resizes the crops with OpenCV, whose own thread pool would otherwise use the oth
   recomputing labels without augmentation.
 
 Each pass reads all shards (warm page cache after a warm-up pass over the first shard); passes alternate in
-rounds, in a rotating order, so drift hits them alike, and the best round counts. Every pass must deliver the same
+rounds, in a rotating order, so drift hits them alike, and the best round counts. Rates count the CPU seconds of
+the process (one thread, so one core's time; other work on a shared machine hardly moves them), with wall-clock
+rates beside them. Every pass must deliver the same
 set of keys. A second, in-memory part times the stages one by one over the first samples ("where the time goes").
 
 The shards are a synthetic corpus (``pipeline.synth``) ingested and packed in-process with ``ShardPacker`` (real
@@ -305,17 +307,21 @@ def loops_at(cfg: BenchLoaderConfig, urls: list[str], size: int, stored: int | N
 
 
 def measure(loops: dict, rounds: int, warm: dict) -> dict:
-    """Seconds of every pass, alternated in ``rounds`` (rotating order) after one warm-up pass of ``warm``'s."""
+    """CPU and wall seconds of every pass, alternated in ``rounds`` (rotating order) after one warm-up pass of
+    ``warm``'s. Rates count CPU seconds of this process: everything runs on one thread, so that is the time of one
+    core, and other work on a shared machine does not slow it as it slows the wall clock."""
     for _, run in warm.values():
         run()
     names = list(loops)
-    seconds: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
+    wall: dict[str, list[float]] = {n: [] for n in names}
     keys: dict[str, set[str]] = {}
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             got = loops[name][1]()
-            seconds[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+            wall[name].append(time.perf_counter() - start)
             if len(got) != len(set(got)):
                 raise RuntimeError(f"bench loader: {name} delivered a sample twice")
             keys.setdefault(name, set(got))
@@ -326,8 +332,10 @@ def measure(loops: dict, rounds: int, warm: dict) -> dict:
         samples = len(keys[name])
         out[name] = loops[name][0] | {
             "samples": samples,
-            "seconds": seconds[name],
-            "samples_per_s": samples / min(seconds[name]),
+            "cpu_seconds": cpu[name],
+            "wall_seconds": wall[name],
+            "samples_per_s": samples / min(cpu[name]),
+            "wall_samples_per_s": samples / min(wall[name]),
         }
     return out
 
@@ -337,7 +345,7 @@ def per_size(cfg: BenchLoaderConfig, urls: list[str], size: int, stored: int | N
     warm = loops_at(cfg, urls[:1], size, stored, tokenize)
     runs = measure(loops, cfg.rounds, warm)
     rate = {name: run["samples_per_s"] for name, run in runs.items()}
-    per_round = [{n: runs[n]["seconds"][r] for n in runs} for r in range(cfg.rounds)]
+    per_round = [{n: runs[n]["cpu_seconds"][r] for n in runs} for r in range(cfg.rounds)]
     fig = {
         "img_size": size,
         "loops": runs,
@@ -361,9 +369,9 @@ def _per_sample_us(fn: Callable[[], object], count: int, repeats: int = 3) -> fl
 
 
 def _timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
+    start = time.process_time()
     fn()
-    return time.perf_counter() - start
+    return time.process_time() - start
 
 
 def _transform_us(samples: list, size: int, cfg: BenchLoaderConfig, augment: bool) -> float:
@@ -373,7 +381,7 @@ def _transform_us(samples: list, size: int, cfg: BenchLoaderConfig, augment: boo
 
 
 def stages(raws: list[dict], cfg: BenchLoaderConfig, tokenize) -> dict:
-    """Microseconds per sample of each step, over the first samples held in memory (no tar reading)."""
+    """CPU microseconds per sample of each step, over the first samples held in memory (no tar reading)."""
     n = len(raws)
     members = [{k: v for k, v in r.items() if not k.startswith("__")} for r in raws]
     samples = [decode_sample(r["__key__"], m) for r, m in zip(raws, members, strict=True)]
@@ -459,28 +467,30 @@ def summary_lines(report: dict) -> list[str]:
         f"data: {data['samples']} samples in {data['urls']} shards ({data['tar_bytes'] / 1e6:.1f} MB), stored "
         f"{data['mean_stored_width']:.0f}x{data['mean_stored_height']:.0f} px on average, "
         f"{data['samples_with_labels']} with PTA labels (grid {data['stored_grid']}); batch {cfg['batch_size']}, "
-        f"one worker, one thread, best of {cfg['rounds']} rounds"
+        f"one worker, one thread, best of {cfg['rounds']} rounds, rates per CPU second (wall clock in brackets)"
     ]
     for size, fig in report["sizes"].items():
         loops = fig["loops"]
         base, load, aug = loops["baseline"], loops["loader"], loops["augment"]
         lines.append(
-            f"baseline {size} px: plain webdataset decode-resize-batch {base['samples_per_s']:.1f} samples/s per worker"
+            f"baseline {size} px: plain webdataset decode-resize-batch {base['samples_per_s']:.1f} samples/s per "
+            f"worker ({base['wall_samples_per_s']:.1f}/s)"
         )
         lines.append(
-            f"loader {size} px (grid {load['grid']}, labels {load['labels']}): {load['samples_per_s']:.1f}/s = "
-            f"x{fig['loader_vs_baseline']:.2f} the baseline"
+            f"loader {size} px (grid {load['grid']}, labels {load['labels']}): {load['samples_per_s']:.1f}/s "
+            f"({load['wall_samples_per_s']:.1f}/s) = x{fig['loader_vs_baseline']:.2f} the baseline"
         )
         lines.append(
-            f"augment {size} px (crop + flip, labels recomputed): {aug['samples_per_s']:.1f}/s = "
-            f"x{fig['augment_vs_loader']:.2f} the loader, x{fig['augment_vs_baseline']:.2f} the baseline"
+            f"augment {size} px (crop + flip, labels recomputed): {aug['samples_per_s']:.1f}/s "
+            f"({aug['wall_samples_per_s']:.1f}/s) = x{fig['augment_vs_loader']:.2f} the loader, "
+            f"x{fig['augment_vs_baseline']:.2f} the baseline"
         )
         if "regrid" in loops:
             reg = loops["regrid"]
             lines.append(
                 f"regrid {size} px (patch {reg['patch_size']}, grid {reg['grid']}, labels {reg['labels']}): "
-                f"{reg['samples_per_s']:.1f}/s; recomputed labels run at x{fig['recomputed_vs_stored_labels']:.2f} "
-                "the rate of stored ones"
+                f"{reg['samples_per_s']:.1f}/s ({reg['wall_samples_per_s']:.1f}/s); recomputed labels run at "
+                f"x{fig['recomputed_vs_stored_labels']:.2f} the rate of stored ones"
             )
     st = report["stages_us_per_sample"]
     sized = ", ".join(
@@ -489,7 +499,7 @@ def summary_lines(report: dict) -> list[str]:
         for s in map(str, cfg["img_sizes"])
     )
     lines.append(
-        f"stages (us/sample over {st['samples']} in memory): json.loads {st['json_loads']:.0f}, decode_sample "
+        f"stages (CPU us/sample over {st['samples']} in memory): json.loads {st['json_loads']:.0f}, decode_sample "
         f"{st['decode_sample']:.0f}, webdataset decode of all members {st['wds_decode_all_members']:.0f}, tokenize "
         f"{st['tokenize']:.0f}, JPEG decode {st['jpeg_decode']:.0f}; {sized}"
     )

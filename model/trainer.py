@@ -245,6 +245,7 @@ class Trainer:
         self.step = 0
         if self.state is not None:
             self._restore(self.state)
+            self.state = None  # its tensors live in the model and optimizer now; do not hold a second copy
         else:
             seed_everything(cfg.seed + self.dist.rank)  # dropout and masking differ across ranks
         self.ddp = None
