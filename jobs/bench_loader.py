@@ -5,27 +5,29 @@ Per worker means one process, one core: ``num_workers=0``, one torch thread, one
 resizes the crops with OpenCV, whose own thread pool would otherwise use the other cores). At each image size S:
 
 - **baseline**: ``wds.WebDataset(shards).decode("pil").to_tuple(...)`` -> the whole image resized to S square
-  (bicubic, as the loader does) -> float tensor scaled to [-1, 1] -> ``torch.stack`` in batches. Every member is
+  (the loader's filter: bilinear with box pre-reduction; the loader also decodes JPEGs at a reduced DCT scale,
+  which a plain decode does not) -> float tensor scaled to [-1, 1] -> ``torch.stack`` in batches. Every member is
   decoded (jpg, txt, json, pta.npy), as ``decode("pil")`` does.
 - **loader**: ``model.loader.StreamingLoader`` (patch 16, no augmentation, the default shuffle buffer) with a real
   WordPiece ``CaptionTokenizer`` built from the shards' captions before timing. Its labels are the stored
   ``pta.npy`` rows when S / 16 is the stored grid, otherwise recomputed from the boxes.
 - **augment**: the same loader with random resized crop + flip (albumentations), coverage recomputed from the
-  moved boxes for every sample. It resizes only the crop, with OpenCV (bilinear), where the other loops resize
-  the whole image with Pillow (bicubic), so it can come out faster than the loader without augmentation.
+  moved boxes for every sample. It decodes at full size and resizes only the crop, with OpenCV (bilinear).
 - **regrid**: the same loader with the other label path at the same pixel work: another patch size, so that the
   grid is the stored one when the loader's is not, or half of it when it is. Loader against regrid is the cost of
   recomputing labels without augmentation.
 
 Each pass reads all shards (warm page cache after a warm-up pass over the first shard); passes alternate in
-rounds, in a rotating order, so drift hits them alike, and the best round counts. Rates count the CPU seconds of
-the process (one thread, so one core's time; other work on a shared machine hardly moves them), with wall-clock
-rates beside them. Every pass must deliver the same
-set of keys. A second, in-memory part times the stages one by one over the first samples ("where the time goes").
+rounds, in a rotating order, so drift hits them alike, and the best round counts. Every pass must deliver the same
+set of keys. Rates count the CPU seconds of the process (one thread, so one core's time), with wall-clock rates
+beside them: other work on a shared machine moves CPU time less than the wall clock, but it still moves it (shared
+caches, sibling hyperthreads), so compare the ratios, not the rates of two runs. A second, in-memory part times the
+stages one by one over the first samples ("where the time goes").
 
 The shards are a synthetic corpus (``pipeline.synth``) ingested and packed in-process with ``ShardPacker`` (real
 COPA shards: jpg, txt, json, pta.npy, sizes.json), pictures 384-640 px so the stored images are the pack default
-(shorter side 384), a quarter COCO and a quarter VG so half the samples carry boxes; or ``--shards DIR``.
+(shorter side 384), a quarter COCO and a quarter VG images so that about half the samples carry boxes (VG copies
+of COCO pictures merge at ingest); or ``--shards DIR``.
 
     copa bench loader [--quick] [--shards DIR] [--img-size 128 256] [--out bench_out/loader]
 """
@@ -215,11 +217,11 @@ def describe(urls: list[str]) -> tuple[dict, list[str], list[dict]]:
 
 
 def plain_image(size: int) -> Callable[[Image.Image], torch.Tensor]:
-    """The baseline's image step: the whole picture resized to ``size`` square (bicubic, as the loader), as a float
+    """The baseline's image step: the whole picture resized to ``size`` square with the loader's filter, as a float
     tensor in [-1, 1]."""
 
     def image(picture: Image.Image) -> torch.Tensor:
-        pixels = np.array(picture.resize((size, size), Image.Resampling.BICUBIC))
+        pixels = np.array(picture.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0))
         return (torch.from_numpy(pixels).permute(2, 0, 1).float() / 255.0 - 0.5) / 0.5
 
     return image
@@ -421,7 +423,7 @@ def stages(raws: list[dict], cfg: BenchLoaderConfig, tokenize) -> dict:
 
 
 def run(cfg: BenchLoaderConfig) -> dict:
-    folder = Path(cfg.data) if cfg.data else Path(tempfile.mkdtemp(prefix="copa_bench_loader_"))
+    temporary = None if cfg.data or cfg.shards else tempfile.mkdtemp(prefix="copa_bench_loader_")
     threads = torch.get_num_threads(), cv2.getNumThreads()
     torch.set_num_threads(1)  # per worker = per core
     cv2.setNumThreads(1)
@@ -441,6 +443,7 @@ def run(cfg: BenchLoaderConfig) -> dict:
         if cfg.shards:
             root = cfg.shards
         else:
+            folder = Path(cfg.data or temporary)
             shutil.rmtree(folder / "corpus", ignore_errors=True)  # left by an earlier run with --data
             shutil.rmtree(folder / "shards", ignore_errors=True)
             report["built"] = build_shards(cfg, folder)
@@ -456,8 +459,8 @@ def run(cfg: BenchLoaderConfig) -> dict:
     finally:
         torch.set_num_threads(threads[0])
         cv2.setNumThreads(threads[1])
-        if not cfg.data and not cfg.shards:
-            shutil.rmtree(folder, ignore_errors=True)
+        if temporary:
+            shutil.rmtree(temporary, ignore_errors=True)
     return report
 
 

@@ -22,12 +22,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import webdataset as wds
-from PIL import Image
 
 from manifests.labels import patch_coverage
 from manifests.samples import Sample, decode_sample
 from model.copa import COPA
-from model.loader import load_rgb, to_tensor
+from model.loader import square_pixels, to_tensor
 from model.tokenizer import CaptionTokenizer
 
 
@@ -65,12 +64,12 @@ def load_eval_set(urls: list[str], img_size: int, patch_size: int, max_images: i
     keys, images, jpegs, captions, caption_image, words, coverage, labelled = [], [], [], [], [], [], [], []
     for sample in read_samples(urls, max_images):
         try:
-            rgb = load_rgb(sample.image).resize((img_size, img_size), Image.Resampling.BICUBIC)  # as the loader
+            pixels = square_pixels(sample.image, img_size)  # as the loader does without augmentation
         except (OSError, ValueError):
             continue
         meta, index = sample.meta, len(keys)
         keys.append(sample.key)
-        images.append(to_tensor(np.array(rgb)))
+        images.append(to_tensor(pixels))
         jpegs.append(sample.image)
         groups = [list(r["boxes"]) for r in meta["relevant"]]
         if sample.pta is None:

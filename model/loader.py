@@ -190,9 +190,22 @@ def build_augment(cfg: LoaderConfig) -> A.Compose:
     )
 
 
-def load_rgb(data: bytes) -> Image.Image:
+def load_rgb(data: bytes, at_least: int | None = None) -> Image.Image:
+    """Decoded RGB image; with ``at_least``, a JPEG is decoded at a reduced scale (DCT scaling, 1/2 to 1/8) that
+    keeps both sides >= ``at_least`` pixels, which halves the decode of a 384 px image for a 128 px model."""
     image = Image.open(io.BytesIO(data))
+    if at_least is not None:
+        image.draft("RGB", (at_least, at_least))
     return image.convert("RGB")  # forces the decode, so a truncated JPEG raises here
+
+
+def square_pixels(data: bytes, size: int) -> np.ndarray:
+    """The canonical geometry (DESIGN section 5): the whole image resized to ``size`` x ``size``, uint8 [S, S, 3].
+
+    Bilinear with Pillow's box pre-reduction (``reducing_gap``): antialiased, and about 1.7x cheaper than bicubic
+    on a 420 px image (``copa bench loader``)."""
+    rgb = load_rgb(data, at_least=size)
+    return np.array(rgb.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0))
 
 
 def to_tensor(pixels_HWC: np.ndarray) -> torch.Tensor:
@@ -213,9 +226,8 @@ class SampleTransform:
         group = list(meta["relevant"][c]["boxes"])
         boxes = np.asarray(meta["boxes"], dtype=np.float64).reshape(-1, 4)
         has_labels = sample.pta is not None and len(group) > 0
-        rgb = load_rgb(sample.image)
         if self.augment is None:
-            pixels = np.array(rgb.resize((cfg.img_size, cfg.img_size), Image.Resampling.BICUBIC))
+            pixels = square_pixels(sample.image, cfg.img_size)
             if sample.pta is None:
                 coverage = np.zeros((cfg.grid, cfg.grid), np.uint8)
             elif sample.pta.shape[-1] == cfg.grid:
@@ -226,7 +238,8 @@ class SampleTransform:
             self.augment.set_random_seed(stable_seed("augment", cfg.seed, epoch, sample.key))
             # albumentations refuses empty boxes; they cover nothing, so they are simply not passed
             keep = [i for i in range(len(boxes)) if boxes[i, 2] > boxes[i, 0] and boxes[i, 3] > boxes[i, 1]]
-            out = self.augment(image=np.asarray(rgb), bboxes=boxes[keep].reshape(-1, 4), box_ids=keep)
+            image = np.asarray(load_rgb(sample.image))
+            out = self.augment(image=image, bboxes=boxes[keep].reshape(-1, 4), box_ids=keep)
             pixels = out["image"]
             moved = np.asarray(out["bboxes"], dtype=np.float64).reshape(-1, 4)
             position = {int(i): j for j, i in enumerate(out["box_ids"])}
