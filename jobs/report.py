@@ -87,7 +87,7 @@ def demo_report(out: Path, seconds: dict[str, float]) -> tuple[Path, list[str]]:
               f"({dataset['num_rejected']} rows rejected with a reason in the manifests); labels on a "
               f"{dataset['geometry']['image_size'] // dataset['geometry']['patch_size']}-patch grid."]  # fmt: skip
     t = train_cfg["train"]
-    lines += ["", "## Training", "", f"Preset `{train_cfg['model']['vision']['img_size']} px` model, {last['step']} "
+    lines += ["", "## Training", "", f"Model at {train_cfg['model']['vision']['img_size']} px, {last['step']} "
               f"steps of {t['batch_size']} on CPU, lr {t['lr']}, keep ratio {trained_keep} at block "
               f"{train_cfg['model']['vision']['detect_layers'][0]}; {last['samples_per_s']:.1f} samples/s at the end.",
               "", "![loss curves](run/loss_curves.png)", ""]  # fmt: skip
