@@ -4,18 +4,23 @@
 ``sizes.json``: samples and image bytes per source, rejected rows by reason, captions per image, the share of
 captions with at least one relevant box, the distribution of the positive-patch fraction of labelled captions, and
 the shards with their sizes, streaming one manifest at a time (4,000,000 rows in 80 manifests: 1.9 s, 197 MB peak).
-``format_summary`` renders it as plain text tables. Local paths or any pyarrow
+``format_summary`` renders it as plain text tables. ``sample_keys`` draws keys at random and ``load_samples`` reads
+samples by key (the manifest says which shard), for pictures. Local paths or any pyarrow
 filesystem URI (``s3://...``) work.
 """
 
 from __future__ import annotations
 
+import tarfile
+
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
 from manifests.dataset import read_dataset_info, read_manifest, read_sizes
-from manifests.schema import DATASET_FILE, SHARD_RE, STATUS_OK
+from manifests.samples import Sample, decode_sample
+from manifests.schema import DATASET_FILE, SHARD_RE, STATUS_OK, shard_files
 
 SUMMARY_COLUMNS = ["source", "status", "image_bytes", "num_captions", "num_relevant", "pos_fraction"]
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
@@ -144,4 +149,35 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["format_summary", "summarize"]
+def sample_keys(root: str, num: int, seed: int) -> list[str]:
+    """``num`` keys of stored samples drawn at random (the same for the same seed), from the manifests' key column."""
+    fs, _, manifests = dataset_files(root)
+    table = read_manifest(manifests, ["key", "status"], fs)
+    keys = sorted(table.filter(pc.equal(table["status"], STATUS_OK))["key"].to_pylist())
+    if not keys:
+        raise ValueError(f"{root}: no stored samples")
+    picks = np.random.default_rng(seed).choice(len(keys), size=min(num, len(keys)), replace=False)
+    return [keys[i] for i in sorted(picks)]
+
+
+def load_samples(root: str, keys: list[str]) -> list[Sample]:
+    """The stored samples ``keys`` (in that order), found through the manifests and read from their shards' tars."""
+    fs, path, manifests = dataset_files(root)
+    table = read_manifest(manifests, ["key", "shard", "status"], fs)
+    rows = {r["key"]: r for r in table.filter(pc.is_in(table["key"], pa.array(keys))).to_pylist()}
+    for key in keys:
+        if key not in rows:
+            raise ValueError(f"{root}: no sample {key!r} in the manifests")
+        if rows[key]["status"] != STATUS_OK:
+            raise ValueError(f"{root}: sample {key!r} was rejected at pack time ({rows[key]['status']})")
+    found: dict[str, Sample] = {}
+    for shard in sorted({rows[k]["shard"] for k in keys}):
+        wanted = {k for k in keys if rows[k]["shard"] == shard}
+        members: dict[str, dict[str, bytes]] = {k: {} for k in wanted}
+        with fs.open_input_file(f"{path}/{shard_files(shard)['tar']}") as f, tarfile.open(fileobj=f) as tar:
+            for info in tar:
+                key, _, ext = info.name.partition(".")
+                if key in wanted:
+                    members[key][ext] = tar.extractfile(info).read()
+        found.update({k: decode_sample(k, m) for k, m in members.items()})
+    return [found[k] for k in keys]

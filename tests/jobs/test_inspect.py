@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 
@@ -9,6 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
+from PIL import Image
 
 from jobs import inspect
 from manifests.samples import decode_pta
@@ -64,3 +66,32 @@ def test_bad_input_is_named(small_corpus, tmp_path, capsys):
     (copy / "dataset.json").write_text(json.dumps(info | {"schema_version": 99}))
     assert inspect.main([str(copy)]) == 2
     assert "schema version 99" in capsys.readouterr().err
+
+
+def test_pictures_of_chosen_and_random_samples(small_corpus, tmp_path, capsys):
+    from manifests.inspect import load_samples, sample_keys
+    from manifests.pictures import COVER_COLOR, GAP
+
+    def fully_covered(key: str) -> bool:  # caption 0 covers at least one patch entirely
+        pta = load_samples(str(small_corpus), [key])[0].pta
+        return pta is not None and bool((pta[0] == 255).any())
+
+    key = next(k for k in sample_keys(str(small_corpus), 200, 0) if fully_covered(k))
+    out = tmp_path / "pictures"
+    assert inspect.main([str(small_corpus), "--show", key, "--sample", "2", "--seed", "1", "--out", str(out)]) == 0
+    written = sorted(p.name for p in out.iterdir())
+    assert f"{key}.png" in written and "contact_sheet.png" in written and len(written) == 4
+    sample = load_samples(str(small_corpus), [key])[0]
+    panel = Image.open(out / f"{key}.png").convert("RGB")
+    assert panel.height >= 256 and panel.width >= 2 * 256 + GAP
+    # caption 0's overlay is the second tile; a fully covered patch is tinted towards the coverage colour there
+    grid = sample.pta.shape[-1]
+    rows, cols = np.nonzero(sample.pta[0] == 255)
+    cell = 256 // grid
+    x, y = int((cols[0] + 0.5) * cell), int((rows[0] + 0.5) * cell)
+    plain = np.asarray(Image.open(io.BytesIO(sample.image)).convert("RGB").resize((256, 256)), dtype=float)[y, x]
+    tinted = np.asarray(panel, dtype=float)[y, 256 + GAP + x]
+    target = np.asarray(COVER_COLOR, dtype=float)
+    assert np.abs(tinted - target).sum() < np.abs(plain - target).sum() - 30
+    assert inspect.main([str(small_corpus), "--show", "coco-nope"]) == 2
+    assert "no sample 'coco-nope'" in capsys.readouterr().err
