@@ -56,10 +56,9 @@ from PIL import Image
 
 from jobs.bench import write_report
 from jobs.ingest import ingest
-from manifests.dataset import DatasetInfo, read_manifest, write_dataset_info, write_sizes
+from jobs.pack import pack_in_process
 from manifests.labels import patch_coverage
 from manifests.samples import Sample, decode_sample
-from manifests.schema import STATUS_OK, shard_files
 from model.loader import (
     LoaderConfig,
     SampleTransform,
@@ -69,7 +68,7 @@ from model.loader import (
     resolve_shards,
 )
 from model.tokenizer import CaptionTokenizer, build_wordpiece
-from pipeline.pack import PackConfig, ShardPacker, key_hashes, plan_shards
+from pipeline.pack import PackConfig
 from pipeline.rows import read_source_table
 from pipeline.sources import load_sources
 from pipeline.synth import SynthConfig, generate
@@ -129,7 +128,7 @@ def quick(**overrides) -> BenchLoaderConfig:
 
 
 def build_shards(cfg: BenchLoaderConfig, folder: Path) -> dict:
-    """synth -> ingest -> plan -> ``ShardPacker`` per shard -> sizes.json and dataset.json, in this process."""
+    """synth -> ingest -> pack (``jobs.pack.pack_in_process``: the real pack stages, without Ray)."""
     start = time.perf_counter()
     corpus, source, shards = folder / "corpus", str(folder / "source.parquet"), folder / "shards"
     synth = SynthConfig(
@@ -144,29 +143,7 @@ def build_shards(cfg: BenchLoaderConfig, folder: Path) -> dict:
     generate(synth)
     summaries = ingest(load_sources(str(corpus / "sources.yaml")), source, progress=False)
     rows = read_source_table(source).to_pylist()
-    hashes = key_hashes([r["key"] for r in rows])
-    plan = plan_shards(hashes, cfg.samples_per_shard)
-    of_shard = plan.shard_of(hashes)
-    pack = PackConfig(samples_per_shard=cfg.samples_per_shard)
-    packer = ShardPacker(str(shards), pack)
-    stats = [packer.pack(i, [r for r, s in zip(rows, of_shard, strict=True) if s == i]) for i in range(plan.num_shards)]
-    names = [s.shard for s in stats]
-    manifest = read_manifest([str(shards / shard_files(n)["manifest"]) for n in names], ["source", "status"])
-    sources: dict[str, Counter] = {}
-    for name, status in zip(manifest["source"].to_pylist(), manifest["status"].to_pylist(), strict=True):
-        counts = sources.setdefault(name, Counter())
-        counts["input"] += 1
-        counts["ok" if status == STATUS_OK else "rejected"] += 1
-    info = DatasetInfo(
-        num_shards=plan.num_shards,
-        num_samples=sum(s.num_ok for s in stats),
-        num_rejected=sum(s.num_rejected for s in stats),
-        geometry=pack.geometry,
-        sources={name: {k: c[k] for k in ("input", "ok", "rejected")} for name, c in sorted(sources.items())},
-        config=pack.to_dict(),
-    )
-    write_sizes(str(shards), {shard_files(s.shard)["tar"]: s.num_ok for s in stats})
-    write_dataset_info(str(shards), info)
+    info, _ = pack_in_process(rows, str(shards), PackConfig(samples_per_shard=cfg.samples_per_shard))
     return {
         "shards": str(shards),
         "images": cfg.num_images,

@@ -265,6 +265,21 @@ def finalize(
     return info, stats
 
 
+def pack_in_process(rows: list[dict], out: str, config: PackConfig) -> tuple[DatasetInfo, list[ShardStats]]:
+    """The same pack without Ray, one shard after another in this process (tests and benchmarks): the same plan,
+    the same ``ShardPacker`` and the same ``finalize``, so the output is byte-identical to ``copa pack``'s."""
+    hashes = key_hashes([r["key"] for r in rows])
+    plan = plan_shards(hashes, config.samples_per_shard)
+    groups: dict[int, list[dict]] = {}
+    for row, shard in zip(rows, plan.shard_of(hashes).tolist(), strict=True):
+        groups.setdefault(shard, []).append(row)
+    packer = ShardPacker(out, config)
+    for index in range(plan.num_shards):
+        packer.pack(index, groups.get(index, []))
+    fs, root = filesystem(out)
+    return finalize(fs, root, config, plan.num_shards)
+
+
 def format_summary(info: DatasetInfo, stats: list[ShardStats]) -> str:
     lines = [f"{'source':<10} {'input':>9} {'ok':>9} {'rejected':>9}", "-" * 40]
     lines += [f"{name:<10} {c['input']:>9} {c['ok']:>9} {c['rejected']:>9}" for name, c in info.sources.items()]

@@ -17,6 +17,7 @@ from jobs import ingest, pack, synth
 from manifests.dataset import read_dataset_info, read_manifest, read_sizes
 from manifests.labels import patch_coverage
 from manifests.samples import decode_pta
+from pipeline.pack import PackConfig
 from pipeline.rows import read_source_table
 
 pytestmark = pytest.mark.ray
@@ -116,3 +117,14 @@ def test_bad_arguments_name_the_setting(tmp_path: Path, packed: tuple[Path, Path
     with pytest.raises(ValueError, match="not a pack output"):
         pack.main(["--source", str(source), "--out", str(tmp_path / "stuff")])
     assert (tmp_path / "stuff" / "notes.txt").read_text() == "mine"
+
+
+def test_pack_in_process_writes_the_same_bytes_as_the_ray_job(packed: tuple[Path, Path, str], tmp_path: Path) -> None:
+    source, out, _ = packed
+    rows = read_source_table(str(source)).to_pylist()
+    pack.pack_in_process(rows, str(tmp_path), PackConfig(samples_per_shard=40))
+    names = sorted(
+        p.name for p in out.iterdir() if p.suffix in (".tar", ".parquet") or p.name in ("dataset.json", "sizes.json")
+    )
+    assert names == sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith("_stats.json"))
+    assert all((out / n).read_bytes() == (tmp_path / n).read_bytes() for n in names)
