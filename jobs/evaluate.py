@@ -15,11 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
+from jobs.report import plot_detector
 from manifests import pictures
 from model.checkpoint import load_checkpoint, load_model
 from model.evaluate import evaluate
@@ -46,24 +42,6 @@ def held_out_shards(state: dict) -> list[str]:
     if not train.get("holdout_shards"):
         raise ValueError(f"{state['path']}: the run held out no shards (train.holdout_shards 0); pass --shards")
     return split_holdout(train["shards"], train["holdout_shards"])[1]
-
-
-def plot_detector(result: dict, png: Path) -> None:
-    rows = result["detector"]
-    keep = [r["keep_ratio"] for r in rows]
-    fig, ax = plt.subplots(figsize=(4.6, 3.4))
-    ax.plot(keep, [r["recall"] for r in rows], "o-", label="recall")
-    ax.plot(keep, [r["precision"] for r in rows], "s-", label="precision")
-    ax.plot(keep, [r["chance_recall"] for r in rows], ":", color="grey", label="chance recall")
-    ax.plot(keep, [r["chance_precision"] for r in rows], "--", color="grey", label="chance precision")
-    ax.set_xlabel("keep ratio")
-    ax.set_ylim(0, 1.02)
-    ax.set_title(f"kept patches vs PTA labels ({rows[0]['pairs']} pairs)", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
 
 
 def summary(result: dict) -> str:

@@ -1,4 +1,5 @@
-"""Pictures and the markdown report of a training run: loss curves from ``metrics.jsonl``, and the demo report."""
+"""Plots and the markdown report of a run: loss curves from ``metrics.jsonl``, detector precision/recall by keep
+ratio, and the demo report."""
 
 from __future__ import annotations
 
@@ -45,6 +46,25 @@ def plot_loss_curves(metrics: str | Path, png: str | Path) -> Path | None:
     plt.close(fig)
     os.replace(tmp, png)
     return png
+
+
+def plot_detector(result: dict, png: Path) -> None:
+    """Precision and recall of the kept patches against the keep ratio, with chance (the paper's Figure 5)."""
+    rows = result["detector"]
+    keep = [r["keep_ratio"] for r in rows]
+    fig, ax = plt.subplots(figsize=(4.6, 3.4))
+    ax.plot(keep, [r["recall"] for r in rows], "o-", label="recall")
+    ax.plot(keep, [r["precision"] for r in rows], "s-", label="precision")
+    ax.plot(keep, [r["chance_recall"] for r in rows], ":", color="grey", label="chance recall")
+    ax.plot(keep, [r["chance_precision"] for r in rows], "--", color="grey", label="chance precision")
+    ax.set_xlabel("keep ratio")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(f"kept patches vs PTA labels ({rows[0]['pairs']} pairs)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
 
 
 def _table(header: list[str], rows: list[list]) -> list[str]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -137,9 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # configuration errors (bad settings, a refused resume, a folder that is not a run) name what is wrong
         cfg, model_cfg = resolve(args)
         out = Path(cfg.out)
-        if int(os.environ.get("RANK", "0")) == 0:
-            prepare_out(out, args.overwrite)
-        trainer = Trainer(cfg, model_cfg, on_checkpoint=curves)
+        trainer = Trainer(cfg, model_cfg, on_checkpoint=curves, prepare=lambda: prepare_out(out, args.overwrite))
     except (ValueError, OSError) as err:
         print(f"copa train: {err}", file=sys.stderr)
         return 2

@@ -110,10 +110,8 @@ def set_rng_state(state: dict) -> None:
 
 def load_model(state: dict, device: str | torch.device = "cpu") -> tuple[COPA, CaptionTokenizer]:
     """The trained model (in eval mode) and its tokenizer, from a loaded checkpoint."""
-    from tokenizers import Tokenizer
-
     cfg = model_config(state)
     model = COPA(cfg)
     model.load_state_dict(state["model"])
-    tokenizer = CaptionTokenizer(Tokenizer.from_str(state["tokenizer"]), cfg.text.max_len)
+    tokenizer = CaptionTokenizer.from_str(state["tokenizer"], cfg.text.max_len)
     return model.to(device).eval(), tokenizer

@@ -23,10 +23,9 @@ import numpy as np
 import torch
 import webdataset as wds
 
-from manifests.labels import patch_coverage
 from manifests.samples import Sample, decode_sample
 from model.copa import COPA
-from model.loader import square_pixels, to_tensor
+from model.loader import canonical_coverage, square_pixels, to_tensor
 from model.tokenizer import CaptionTokenizer
 
 
@@ -71,19 +70,13 @@ def load_eval_set(urls: list[str], img_size: int, patch_size: int, max_images: i
         keys.append(sample.key)
         images.append(to_tensor(pixels))
         jpegs.append(sample.image)
-        groups = [list(r["boxes"]) for r in meta["relevant"]]
-        if sample.pta is None:
-            grids = np.zeros((len(groups), grid, grid), np.uint8)
-        elif sample.pta.shape[-1] == grid:
-            grids = sample.pta
-        else:
-            grids = patch_coverage(np.asarray(meta["boxes"], np.float64).reshape(-1, 4), groups, grid)
+        grids = canonical_coverage(sample, list(range(len(meta["captions"]))), grid)
         for c, caption in enumerate(meta["captions"]):
             captions.append(caption)
             caption_image.append(index)
             words.append(list(meta["relevant"][c]["words"]))
             coverage.append(grids[c])
-            labelled.append(sample.pta is not None and len(groups[c]) > 0)
+            labelled.append(sample.pta is not None and len(meta["relevant"][c]["boxes"]) > 0)
     if not keys:
         raise ValueError(f"no decodable samples in {urls[:3]}{'...' if len(urls) > 3 else ''}")
     return EvalSet(
@@ -227,9 +220,8 @@ def detector_examples(model: COPA, data: EvalSet, tokenizer: CaptionTokenizer, n
     N = data.coverage[0].size
     examples = []
     for b, c in enumerate(firsts):
-        scores = torch.full((N,), float("nan"))  # patches a later detector never scored stay at the minimum
+        scores = torch.empty(N)  # the first detector scores every patch, so this fills all N
         scores[out.scored_idx[0][b].cpu()] = out.logits[0][b].float().cpu()
-        scores = torch.nan_to_num(scores, nan=float(scores.nan_to_num(float("inf")).min()))
         examples.append(
             {
                 "key": data.keys[data.caption_image[c]],

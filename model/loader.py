@@ -213,6 +213,18 @@ def to_tensor(pixels_HWC: np.ndarray) -> torch.Tensor:
     return (image_CHW - IMAGE_MEAN) / IMAGE_STD
 
 
+def canonical_coverage(sample: Sample, captions: list[int], grid: int) -> np.ndarray:
+    """uint8 [len(captions), G, G] coverage of those captions at the canonical geometry (the whole image resized
+    square): the stored ``pta.npy`` rows when the grid is the packer's, else recomputed from the boxes (the function
+    the packer used); zeros for a sample without boxes."""
+    if sample.pta is None:
+        return np.zeros((len(captions), grid, grid), np.uint8)
+    if sample.pta.shape[-1] == grid:
+        return sample.pta[captions]
+    boxes = np.asarray(sample.meta["boxes"], dtype=np.float64).reshape(-1, 4)
+    return patch_coverage(boxes, [list(sample.meta["relevant"][c]["boxes"]) for c in captions], grid)
+
+
 class SampleTransform:
     """One decoded sample -> image, caption and coverage for one epoch. Deterministic in (seed, epoch, key)."""
 
@@ -228,12 +240,7 @@ class SampleTransform:
         has_labels = sample.pta is not None and len(group) > 0
         if self.augment is None:
             pixels = square_pixels(sample.image, cfg.img_size)
-            if sample.pta is None:
-                coverage = np.zeros((cfg.grid, cfg.grid), np.uint8)
-            elif sample.pta.shape[-1] == cfg.grid:
-                coverage = sample.pta[c]  # canonical geometry: the packer's grid is exact
-            else:
-                coverage = patch_coverage(boxes, [group], cfg.grid)[0]
+            coverage = canonical_coverage(sample, [c], cfg.grid)[0]
         else:
             self.augment.set_random_seed(stable_seed("augment", cfg.seed, epoch, sample.key))
             # albumentations refuses empty boxes; they cover nothing, so they are simply not passed

@@ -92,6 +92,14 @@ class CaptionTokenizer:
         self.tokenizer.save(path)
         return path
 
+    def to_str(self) -> str:
+        return self.tokenizer.to_str()
+
+    @classmethod
+    def from_str(cls, text: str, max_len: int = 40) -> CaptionTokenizer:
+        """A tokenizer serialized by ``to_str`` (as checkpoints carry it)."""
+        return cls(Tokenizer.from_str(text), max_len)
+
     @classmethod
     def from_dir(cls, folder: str, max_len: int = 40) -> CaptionTokenizer:
         """A ``tokenizer.json`` saved by ``save``, or a BERT ``vocab.txt`` (a local pretrained tokenizer)."""

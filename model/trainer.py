@@ -34,7 +34,6 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import webdataset as wds
-from tokenizers import Tokenizer
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
@@ -197,7 +196,15 @@ def setup_distributed(device: str) -> Distributed:
 class Trainer:
     """Builds everything from the configs, resumes from the run folder's latest checkpoint, and trains."""
 
-    def __init__(self, cfg: TrainConfig, model_cfg: COPAConfig, on_checkpoint: Callable[[Path], None] | None = None):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        model_cfg: COPAConfig,
+        on_checkpoint: Callable[[Path], None] | None = None,
+        prepare: Callable[[], None] | None = None,
+    ):
+        """``prepare`` runs on rank 0 once the process group is up and before any rank looks for a checkpoint (the
+        job clears an ``--overwrite`` run with it); ``on_checkpoint`` runs on rank 0 after each save."""
         self.cfg, self.on_checkpoint = cfg, on_checkpoint
         self.out = Path(cfg.out)
         if cfg.threads:
@@ -206,6 +213,9 @@ class Trainer:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
         self.dist = setup_distributed(cfg.device)
+        if prepare is not None and self.dist.main:
+            prepare()
+        self.dist.barrier()
         self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.dist.device.type == "cuda")
         self.train_urls, self.holdout_urls = split_holdout(cfg.shards, cfg.holdout_shards)
         resume = latest_checkpoint(self.out)
@@ -214,6 +224,9 @@ class Trainer:
         text = dataclasses.replace(model_cfg.text, vocab_size=self.tokenizer.vocab_size, **self.tokenizer.special_ids())
         self.model_cfg = dataclasses.replace(model_cfg, text=text)
         self._check_resume()
+        if self.dist.main:  # the resolved configs, beside the outputs
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / CONFIG_FILE).write_text(json.dumps(self.config_dict(), indent=1) + "\n")
 
         seed_everything(cfg.seed)  # the same initial weights on every rank
         self.model = COPA(self.model_cfg).to(self.dist.device)
@@ -259,7 +272,7 @@ class Trainer:
         """From the checkpoint when resuming; else a local folder; else built from the shards by rank 0."""
         saved = self.out / TOKENIZER_FILE
         if self.state is not None:
-            return CaptionTokenizer(Tokenizer.from_str(self.state["tokenizer"]), max_len)
+            return CaptionTokenizer.from_str(self.state["tokenizer"], max_len)
         if self.cfg.tokenizer:
             return CaptionTokenizer.from_dir(self.cfg.tokenizer, max_len)
         if self.dist.main:
@@ -289,9 +302,6 @@ class Trainer:
                     f"{self.state['path']}: cannot resume, these settings differ from the saved run: {diff} "
                     "(use another --out, or --overwrite to start afresh)"
                 )
-        if self.dist.main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / CONFIG_FILE).write_text(json.dumps(now, indent=1) + "\n")
 
     def _restore(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -382,7 +392,7 @@ class Trainer:
                 "loader": positions,
                 "rng": rngs,
                 "config": json.dumps(self.config_dict()),
-                "tokenizer": self.tokenizer.tokenizer.to_str(),
+                "tokenizer": self.tokenizer.to_str(),
             }
             save_checkpoint(path, state, keep=self.cfg.keep_checkpoints)
             if self.on_checkpoint is not None:
