@@ -21,6 +21,7 @@ BENCHMARKS = {
     "pack": "packing samples/s per worker vs a bare decode-resize-encode loop; 1 vs 2 Ray workers; planning 4M rows",
     "model": "COPA forward and training-step throughput and memory vs keep_ratio 1.0",
     "loader": "streaming loader samples/s per worker vs a plain webdataset decode-and-batch loop; augmentation cost",
+    "inspect": "the streamed manifest summary and a --where query over 4M rows vs pyarrow reading them all at once",
 }
 
 

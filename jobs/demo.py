@@ -6,7 +6,9 @@
    the ``small`` preset's grid;
 4. train the ``small`` preset on CPU, the last shard held out;
 5. evaluate on the held-out shard: detector precision/recall by keep ratio, retrieval, greedy captions;
-6. ``report.md`` with the figures, loss curves and the detector's picks.
+6. inspect the shards: the manifest summary, label-density and caption-length histograms, and a contact sheet of
+   random samples with their boxes and per-caption labels;
+7. ``report.md`` with the figures, loss curves, the detector's picks and the inspection.
 
 The corpus leans on annotated images (COCO- and VG-style, 60% by default, against about 5% in the real 4M mix) so
 that a few minutes of CPU training show the detector learning; ``--coco-fraction``/``--vg-fraction`` change it.
@@ -20,6 +22,7 @@ import time
 from pathlib import Path
 
 from jobs import evaluate, ingest, pack, synth, train
+from jobs import inspect as inspect_job
 from jobs.report import demo_report
 from model.presets import small
 
@@ -61,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
             "--set", "model.itm_negatives=reuse",
         ]),
         ("evaluate on the held-out shard", run / "eval", evaluate.main, ["--checkpoint", run]),
+        ("inspect the shards", out / "inspect", inspect_job.main, [
+            shards, "--sample", "6", "--seed", args.seed, "--out", out / "inspect", "--histograms", out / "inspect",
+        ]),
     ]  # fmt: skip
     seconds: dict[str, float] = {}
     for number, (name, target, job, job_args) in enumerate(steps, start=1):

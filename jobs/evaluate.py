@@ -20,6 +20,7 @@ from manifests import pictures
 from model.checkpoint import load_checkpoint, load_model
 from model.evaluate import evaluate
 from model.trainer import split_holdout
+from pipeline.align import coco_categories_in
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -32,6 +33,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32, help="pairs per forward pass (default: %(default)s)")
     p.add_argument("--itm-rerank", type=int, default=0, help="re-rank each query's top K by ITM; 0 off (default)")
     p.add_argument("--captions", type=int, default=8, help="images to caption greedily (default: %(default)s)")
+    p.add_argument(
+        "--naming-images",
+        type=int,
+        default=100,
+        help="pictures with boxes whose greedy captions are checked for naming their objects (default: %(default)s)",
+    )
     p.add_argument("--pictures", type=int, default=8, help="held-out images in detector_picks.png (default: 8)")
     p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
     return p.parse_args(argv)
@@ -58,6 +65,13 @@ def summary(result: dict) -> str:
     lines.append(f"retrieval over {ret['images']} images and {ret['captions']} captions")
     for c in result["captions"]:
         lines.append(f"{c['key']}: '{c['generated']}' | reference '{c['references'][0]}'")
+    if "naming" in result:
+        n = result["naming"]
+        lines.append(
+            f"captions naming objects in their picture: precision {n['precision']:.3f} (chance "
+            f"{n['chance_precision']:.3f}) over {n['named_objects']} named objects in {n['images']} pictures; "
+            f"{n['images_named_right']:.2f} of the pictures get a right name; {n['distinct_captions']} distinct"
+        )
     return "\n".join(lines)
 
 
@@ -78,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[evaluate] {state['path']} (step {state['step']}) on {len(urls)} shard(s)", file=sys.stderr)
     result, examples = evaluate(
         model, tokenizer, urls, keep_ratios, args.max_images, args.batch_size, args.itm_rerank,
-        args.captions, args.pictures, args.device,
+        args.captions, args.pictures, args.device, coco_categories_in, args.naming_images,
     )  # fmt: skip
     result |= {"checkpoint": state["path"], "step": int(state["step"])}
     (out / "eval.json").write_text(json.dumps(result, indent=1) + "\n")

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import matplotlib
 
+from manifests.inspect import format_summary, summarize
+
 matplotlib.use("Agg")  # files only; never a window
 import matplotlib.pyplot as plt
 
@@ -93,6 +95,11 @@ def demo_report(out: Path, seconds: dict[str, float]) -> tuple[Path, list[str]]:
         f"PTA loss {first['loss_pta']:.3f} -> {last['loss_pta']:.3f}, total loss {first['loss']:.2f} -> "
         f"{last['loss']:.2f} in {last['step']} steps",
     ]
+    if "naming" in result:
+        n = result["naming"]
+        headline.insert(2, f"greedy captions name objects that are in the picture with precision {n['precision']:.2f} "
+                        f"(chance {n['chance_precision']:.2f}) over {n['named_objects']} named objects in "
+                        f"{n['images']} held-out pictures with boxes")  # fmt: skip
     lines = ["# COPA demo report", "", "Everything here was made by `make demo` on this machine, from a synthetic "
              "corpus the toolkit generated itself.", "", "## Figures", ""] + [f"- {h}" for h in headline]  # fmt: skip
     lines += ["", "## Steps", ""]
@@ -133,6 +140,11 @@ def demo_report(out: Path, seconds: dict[str, float]) -> tuple[Path, list[str]]:
                     [[c["key"], c["generated"], c["references"][0]] for c in result["captions"]])  # fmt: skip
     lines += ["", "Detector picks on held-out images (PTA labels | detector scores | kept patches):", "",
               "![detector picks](run/eval/detector_picks.png)", ""]  # fmt: skip
+    lines += ["## What the shards hold (`copa inspect`)", "", "```", format_summary(summarize(str(out / "shards"))),
+              "```", "", "![label density](inspect/label_density.png) ![caption length](inspect/caption_length.png)",
+              "", "Random samples: the stored image with its boxes, then per caption the patch grid tinted by "
+              "coverage, with the words that matched a box highlighted:", "",
+              "![contact sheet](inspect/contact_sheet.png)", ""]  # fmt: skip
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path, headline

@@ -2,8 +2,11 @@
 
 ``summarize(root)`` reads only the manifest columns it needs (never the tars' images) plus ``dataset.json`` and
 ``sizes.json``: samples and image bytes per source, rejected rows by reason, captions per image, the share of
-captions with at least one relevant box, the distribution of the positive-patch fraction of labelled captions, and
-the shards with their sizes, streaming one manifest at a time (4,000,000 rows in 80 manifests: 1.9 s, 197 MB peak).
+captions with at least one relevant box, the distribution of the positive-patch fraction of labelled captions and
+of caption lengths in words (with their fixed-bin counts, which ``manifests.histograms`` plots), and the shards
+with their sizes. It streams one manifest at a time into fixed-size histograms, so memory does not grow with the
+rows (``copa bench inspect``, 4,000,000 rows in 80 manifests: 4.3-5.0 s and 300 MB peak, against 1.1 GB
+for pyarrow reading the same columns at once; 1.0-1.4 s and 210 MB without the caption text).
 ``format_summary`` renders it as plain text tables. ``sample_keys`` draws keys at random and ``load_samples`` reads
 samples by key (the manifest says which shard), for pictures. Local paths or any pyarrow
 filesystem URI (``s3://...``) work.
@@ -22,7 +25,7 @@ from manifests.dataset import read_dataset_info, read_manifest, read_sizes
 from manifests.samples import Sample, decode_sample
 from manifests.schema import DATASET_FILE, SHARD_RE, STATUS_OK, shard_files
 
-SUMMARY_COLUMNS = ["source", "status", "image_bytes", "num_captions", "num_relevant", "pos_fraction"]
+SUMMARY_COLUMNS = ["source", "status", "image_bytes", "num_captions", "num_relevant", "pos_fraction", "captions"]
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
 
 
@@ -40,6 +43,8 @@ def dataset_files(root: str) -> tuple[pafs.FileSystem, str, list[str]]:
 
 
 FRACTION_BINS = 10_000  # positive-patch fractions are counted in bins of 1e-4: quantiles to that precision
+PLOT_FRACTION_BINS = 50  # the same counts coarsened to bins of 0.02 for the label-density histogram
+MAX_WORDS = 256  # caption lengths are counted per word count; longer captions land in the last bin
 
 
 def _quantiles(counts: np.ndarray, width: float, total_sum: float) -> dict[str, float]:
@@ -52,18 +57,56 @@ def _quantiles(counts: np.ndarray, width: float, total_sum: float) -> dict[str, 
     return out | {"mean": float(total_sum / n)}
 
 
-def summarize(root: str) -> dict:
+# Python's str.split() separators among single bytes; ingest stores captions with every whitespace run replaced by
+# one space (" ".join(caption.split())), so the multi-byte Unicode spaces that split() also knows never occur
+_SPACE_BYTES = np.zeros(256, bool)
+_SPACE_BYTES[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True
+
+
+def caption_words(captions: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Words per caption, ``len(caption.split())``, of a ``list<string>`` column, flattened: int64 ``[captions]``.
+
+    Counted on the UTF-8 bytes with numpy (word starts: a non-space byte after a space or at a caption's start),
+    6x faster than a regex count and 1.3x of counting spaces alone, which would miscount unnormalized text."""
+    flat = pc.list_flatten(captions)
+    flat = flat.combine_chunks() if isinstance(flat, pa.ChunkedArray) else flat
+    if len(flat) == 0:
+        return np.zeros(0, np.int64)
+    width = np.int64 if pa.types.is_large_string(flat.type) else np.int32
+    offsets = np.frombuffer(flat.buffers()[1], width, len(flat) + 1, flat.offset * np.dtype(width).itemsize)
+    offsets = offsets.astype(np.int64)
+    data = np.frombuffer(flat.buffers()[2], np.uint8, offsets[-1] - offsets[0], offsets[0])
+    offsets -= offsets[0]
+    word = ~_SPACE_BYTES[data]
+    after_word = np.zeros_like(word)  # whether the byte before is part of a word of the same caption
+    after_word[1:] = word[:-1]
+    after_word[offsets[:-1][offsets[:-1] < offsets[1:]]] = False
+    starts = np.flatnonzero(word & ~after_word)
+    return np.diff(np.searchsorted(starts, offsets))
+
+
+def _coarse(fraction_hist: np.ndarray) -> np.ndarray:
+    """The 1e-4 fraction bins summed into ``PLOT_FRACTION_BINS``; the last (fraction exactly 1) joins the top bin."""
+    coarse = fraction_hist[:FRACTION_BINS].reshape(PLOT_FRACTION_BINS, -1).sum(axis=1)
+    coarse[-1] += fraction_hist[FRACTION_BINS]
+    return coarse
+
+
+def summarize(root: str, caption_lengths: bool = True) -> dict:
     """Every figure of the summary, JSON-able. Streams one manifest at a time: memory stays at one shard's columns
-    plus fixed-size histograms, whatever the number of rows."""
+    plus fixed-size histograms, whatever the number of rows. ``caption_lengths=False`` skips the caption text (the
+    one big column: three quarters of the time at 4M rows) and leaves ``caption_words`` empty."""
     fs, path, manifests = dataset_files(root)
     info = read_dataset_info(path, fs)
+    columns = [c for c in SUMMARY_COLUMNS if caption_lengths or c != "captions"]
     per_source: dict[str, dict[str, int]] = {}
     reasons: dict[str, int] = {}
     captions_hist = np.zeros(1, np.int64)
     fraction_hist = np.zeros(FRACTION_BINS + 1, np.int64)
-    totals = {"captions": 0, "grounded": 0, "caption_sum": 0, "fraction_sum": 0.0}
+    words_hist = np.zeros(MAX_WORDS + 1, np.int64)
+    totals = {"captions": 0, "grounded": 0, "caption_sum": 0, "fraction_sum": 0.0, "word_sum": 0}
     for manifest in manifests:
-        table = read_manifest(manifest, SUMMARY_COLUMNS, fs)
+        table = read_manifest(manifest, columns, fs)
         ok = table.filter(pc.equal(table["status"], STATUS_OK))
         rejected = table.filter(pc.not_equal(table["status"], STATUS_OK))
         for row in ok.group_by("source").aggregate([("image_bytes", "sum"), ("image_bytes", "count")]).to_pylist():
@@ -86,6 +129,10 @@ def summarize(root: str) -> dict:
         totals["grounded"] += int((relevant > 0).sum())
         totals["caption_sum"] += int(per_image.sum())
         totals["fraction_sum"] += float(grounded.astype(np.float64).sum())
+        if caption_lengths:
+            words = caption_words(ok["captions"])
+            words_hist += np.bincount(np.minimum(words, MAX_WORDS), minlength=MAX_WORDS + 1)
+            totals["word_sum"] += int(words.sum())
     sizes = read_sizes(path, fs)
     files = fs.get_file_info([f"{path}/{name}" for name in sizes])
     tar_bytes = {f.base_name: f.size for f in files if f.type == pafs.FileType.File}
@@ -104,6 +151,9 @@ def summarize(root: str) -> dict:
         "captions_per_image": _quantiles(captions_hist, 1.0, totals["caption_sum"]),
         "grounded_caption_share": totals["grounded"] / max(1, totals["captions"]),
         "pos_fraction_of_grounded": _quantiles(fraction_hist, 1 / FRACTION_BINS, totals["fraction_sum"]),
+        "pos_fraction_histogram": {"bin_width": 1 / PLOT_FRACTION_BINS, "counts": _coarse(fraction_hist).tolist()},
+        "caption_words": _quantiles(words_hist, 1.0, totals["word_sum"]),
+        "caption_words_histogram": np.trim_zeros(words_hist, "b").tolist(),
         "shards": [{"name": n, "samples": sizes[n], "bytes": tar_bytes.get(n, 0)} for n in sorted(sizes)],
     }
 
@@ -139,6 +189,8 @@ def format_summary(s: dict) -> str:
         lines.append(
             "positive-patch fraction of grounded captions: " + ", ".join(f"{k} {v:.3f}" for k, v in pos.items())
         )
+    if s["caption_words"]:
+        lines.append("caption length in words: " + ", ".join(f"{k} {v:.3g}" for k, v in s["caption_words"].items()))
     sizes = [sh["samples"] for sh in s["shards"]]
     if sizes:
         lines.append(

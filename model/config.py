@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 ITC_IMAGE_PATHS = ("cls_query", "text_query", "unpruned")
 ITM_NEGATIVES = ("requery", "reuse")
-ITC_POOLS = ("cls", "mean")
+POOLS = ("cls", "mean")  # how a text becomes one vector: its [CLS] state or the mean over its tokens
 
 
 def _positive(obj: object, *names: str) -> None:
@@ -190,6 +190,7 @@ class COPAConfig:
     itc_image_path: str = "cls_query"  # "cls_query" | "text_query" (ablation: peeks at the text) | "unpruned"
     itm_negatives: str = "requery"  # "requery": a negative pair's own text drives the detector; "reuse": cheaper
     itc_pool: str = "cls"  # ITC embeddings from the [CLS] tokens (ALBEF, pretrained towers) or token means ("mean")
+    query_pool: str = "cls"  # the detector's text query from the [CLS] state (the paper) or the token mean ("mean")
 
     def __post_init__(self) -> None:
         for name, kind in (("vision", VisionConfig), ("text", TextConfig), ("loss", LossConfig)):
@@ -198,8 +199,9 @@ class COPAConfig:
         _positive(self, "embed_dim")
         if self.itc_image_path not in ITC_IMAGE_PATHS:
             raise ValueError(f"COPAConfig.itc_image_path must be one of {ITC_IMAGE_PATHS}, got {self.itc_image_path!r}")
-        if self.itc_pool not in ITC_POOLS:
-            raise ValueError(f"COPAConfig.itc_pool must be one of {ITC_POOLS}, got {self.itc_pool!r}")
+        for name in ("itc_pool", "query_pool"):
+            if getattr(self, name) not in POOLS:
+                raise ValueError(f"COPAConfig.{name} must be one of {POOLS}, got {getattr(self, name)!r}")
         if self.itm_negatives not in ITM_NEGATIVES:
             raise ValueError(f"COPAConfig.itm_negatives must be one of {ITM_NEGATIVES}, got {self.itm_negatives!r}")
 

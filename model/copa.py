@@ -2,8 +2,8 @@
 
 One training forward, for a batch of B image-caption pairs:
 
-1. Text encoder on the captions; the text [CLS] gives the ITC text embedding and, projected to the ViT width
-   (``query_proj``), the query of the Text-aware Patch Detector.
+1. Text encoder on the captions; the text [CLS] (or the token mean: ``itc_pool``, ``query_pool``) gives the ITC
+   text embedding and, projected to the ViT width (``query_proj``), the query of the Text-aware Patch Detector.
 2. ViT blocks before the first detect layer, once (``forward_shared``). The text-aware tail (detector driven by
    the paired caption) gives the visual tokens [CLS, kept..., fused] of the positive pairs and the detector logits
    that PTA supervises.
@@ -54,6 +54,13 @@ from model.vision import VisionOutput, VisionTPD
 ITC_TOWERS = ("vision", "text_encoder", "query_proj", "itc_vision_proj", "itc_text_proj")
 
 
+def pool_text(text_BTD: Tensor, mask_BT: Tensor, how: str) -> Tensor:
+    """One vector [B, D] per text: the [CLS] state ("cls") or the mean over its real tokens ("mean")."""
+    if how == "mean":
+        return (text_BTD * mask_BT[..., None]).sum(1) / mask_BT.sum(1, keepdim=True)
+    return text_BTD[:, 0]
+
+
 def init_copa_weights(model: COPA) -> None:
     """BERT-style init for everything outside the timm ViT (which keeps timm's own init)."""
     for module in (model.text_encoder, model.fusion, model.decoder, model.mlm_head, model.lm_head):
@@ -72,7 +79,7 @@ class COPA(nn.Module):
         self.text_encoder = TextEncoder(t)
         self.fusion = FusionEncoder(t, v.embed_dim)
         self.decoder = TextDecoder(t)
-        self.query_proj = nn.Linear(t.hidden, v.embed_dim)  # text [CLS] -> detector query
+        self.query_proj = nn.Linear(t.hidden, v.embed_dim)  # pooled text -> detector query
         self.itc_vision_proj = nn.Linear(v.embed_dim, cfg.embed_dim)
         self.itc_text_proj = nn.Linear(t.hidden, cfg.embed_dim)
         self.itm_head = nn.Linear(t.hidden, 2)
@@ -113,11 +120,12 @@ class COPA(nn.Module):
 
     def _itc_text(self, towers: nn.Module, text_BTD: Tensor, mask_BT: Tensor) -> Tensor:
         """Normalized ITC text embedding [B, E]: the [CLS] state, or the mean over the caption's tokens."""
-        if self.cfg.itc_pool == "mean":
-            pooled_BD = (text_BTD * mask_BT[..., None]).sum(1) / mask_BT.sum(1, keepdim=True)
-        else:
-            pooled_BD = text_BTD[:, 0]
+        pooled_BD = pool_text(text_BTD, mask_BT, self.cfg.itc_pool)
         return F.normalize(towers.itc_text_proj(pooled_BD).float(), dim=-1)
+
+    def _query(self, towers: nn.Module, text_BTD: Tensor, mask_BT: Tensor) -> Tensor:
+        """The detector query [B, D_vision] of each text (``query_pool``)."""
+        return towers.query_proj(pool_text(text_BTD, mask_BT, self.cfg.query_pool))
 
     def _itc_image(self, towers: nn.Module, visual_BMD: Tensor) -> Tensor:
         """Normalized ITC image embedding [B, E]: the [CLS] token, or the mean over the visual tokens."""
@@ -138,7 +146,7 @@ class COPA(nn.Module):
         temp = self._temperature()
 
         text_BTD = self.text_encoder(ids_BT, mask_BT)
-        query_BD = self.query_proj(text_BTD[:, 0])
+        query_BD = self._query(self, text_BTD, mask_BT)
         shared_BND = self.vision.forward_shared(image)
         pos: VisionOutput = self.vision.forward_tail(shared_BND, query_BD)
         visual_BMD = pos.tokens
@@ -219,7 +227,7 @@ class COPA(nn.Module):
                 self.momentum.update(self)
             text_m_BTD = m.text_encoder(ids_BT, mask_BT)
             shared_m = m.vision.forward_shared(image)
-            query_m = m.query_proj(text_m_BTD[:, 0]) if self.cfg.itc_image_path == "text_query" else None
+            query_m = self._query(m, text_m_BTD, mask_BT) if self.cfg.itc_image_path == "text_query" else None
             img_m_BE = self._itc_image(m, self._itc_image_tokens(m, shared_m, query_m))
             txt_m_BE = self._itc_text(m, text_m_BTD, mask_BT)
         loss = self.momentum.loss(img_BE, txt_BE, img_m_BE, txt_m_BE, temp)
@@ -247,14 +255,14 @@ class COPA(nn.Module):
         """Normalized ITC image embeddings [B, E]; the text is used (and required) only by "text_query"."""
         query_BD = None
         if self.cfg.itc_image_path == "text_query" and ids_BT is not None:
-            query_BD = self.query_proj(self.text_encoder(ids_BT, mask_BT)[:, 0])
+            query_BD = self._query(self, self.text_encoder(ids_BT, mask_BT), mask_BT)
         visual = self._itc_image_tokens(self, self.vision.forward_shared(image), query_BD)
         return self._itc_image(self, visual)
 
     def fused_states(self, image: Tensor, ids_BT: Tensor, mask_BT: Tensor) -> tuple[Tensor, VisionOutput]:
         """Text encoder, text-aware ViT-TPD and fusion (the VQA-like forward): [B, T, D] and the vision output."""
         text_BTD = self.text_encoder(ids_BT, mask_BT)
-        vis = self.vision(image, self.query_proj(text_BTD[:, 0]))
+        vis = self.vision(image, self._query(self, text_BTD, mask_BT))
         return self.fusion(text_BTD, mask_BT, vis.tokens), vis
 
     def itm_score(self, image: Tensor, ids_BT: Tensor, mask_BT: Tensor) -> Tensor:
@@ -264,7 +272,7 @@ class COPA(nn.Module):
 
     def detect(self, image: Tensor, ids_BT: Tensor, mask_BT: Tensor) -> VisionOutput:
         """The text-aware detectors' logits, scored and kept patch indices (per detect layer), for pictures."""
-        return self.vision(image, self.query_proj(self.text_encoder(ids_BT, mask_BT)[:, 0]))
+        return self.vision(image, self._query(self, self.text_encoder(ids_BT, mask_BT), mask_BT))
 
     @torch.no_grad()
     def generate(self, image: Tensor, max_len: int | None = None, prefix_ids: Tensor | None = None) -> Tensor:
@@ -279,7 +287,7 @@ class COPA(nn.Module):
             prefix_ids = torch.full((B, 1), t.cls_id, dtype=torch.long, device=device)
         prefix_mask = (prefix_ids != t.pad_id).long()
         text_BTD = self.text_encoder(prefix_ids, prefix_mask)
-        visual_BMD = self.vision(image, self.query_proj(text_BTD[:, 0])).tokens
+        visual_BMD = self.vision(image, self._query(self, text_BTD, prefix_mask)).tokens
         prefix_BPD = self.fusion(text_BTD, prefix_mask, visual_BMD)
         memory_BMD = torch.cat([self.fusion.vision_proj(visual_BMD), prefix_BPD], dim=1)
         memory_mask = torch.cat([torch.ones(visual_BMD.shape[:2], dtype=torch.long, device=device), prefix_mask], 1)

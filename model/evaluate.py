@@ -6,7 +6,11 @@
 - Retrieval: ITC embeddings of every image (from its own [CLS] query, as at inference) and every caption; text to
   image and image to text R@1/5/10 (an image counts as found by any of its captions). Optionally the top
   ``itm_rerank`` candidates of each query are re-ranked by the ITM head.
-- Captions: greedy decoding for a few images, beside their reference captions.
+- Captions: greedy decoding, beside the reference captions. With a ``namer`` (text -> the object categories it
+  names; ``jobs.evaluate`` passes the pipeline's COCO synonym matcher, which ``model`` may not import), the
+  objects each caption names are checked against the picture's boxes: naming precision (named objects that are
+  in the picture) beside chance (the same captions scored against the other pictures), and the share of pictures
+  whose caption names at least one of their objects.
 
 Images go through the loader's canonical path (the whole image resized to the model's square, no augmentation),
 so labels are the stored ``pta.npy`` rows or, at another grid, recomputed from the boxes.
@@ -16,7 +20,7 @@ Shape legend: I images, C captions, G grid, N patches (G * G), K kept, E embeddi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +45,7 @@ class EvalSet:
     words: list[list[str]]  # [C] matched words of each caption
     coverage: np.ndarray  # uint8 [C, G, G] (zeros for captions without relevant boxes)
     labelled: np.ndarray  # bool [C]: the image has boxes and the caption names at least one
+    box_labels: list[list[str]]  # [I] the labels of each image's boxes
 
 
 def read_samples(urls: list[str], limit: int) -> Iterator[Sample]:
@@ -58,10 +63,11 @@ def read_samples(urls: list[str], limit: int) -> Iterator[Sample]:
             return
 
 
-def load_eval_set(urls: list[str], img_size: int, patch_size: int, max_images: int) -> EvalSet:
+def eval_set(samples: Iterable[Sample], img_size: int, patch_size: int, source: str = "the samples") -> EvalSet:
+    """``samples`` in model input form; images that do not decode are skipped, none at all is an error."""
     grid = img_size // patch_size
-    keys, images, jpegs, captions, caption_image, words, coverage, labelled = [], [], [], [], [], [], [], []
-    for sample in read_samples(urls, max_images):
+    keys, images, jpegs, captions, caption_image, words, coverage, labelled, box_labels = ([] for _ in range(9))
+    for sample in samples:
         try:
             pixels = square_pixels(sample.image, img_size)  # as the loader does without augmentation
         except (OSError, ValueError):
@@ -70,6 +76,7 @@ def load_eval_set(urls: list[str], img_size: int, patch_size: int, max_images: i
         keys.append(sample.key)
         images.append(to_tensor(pixels))
         jpegs.append(sample.image)
+        box_labels.append(list(meta["box_labels"]))
         grids = canonical_coverage(sample, list(range(len(meta["captions"]))), grid)
         for c, caption in enumerate(meta["captions"]):
             captions.append(caption)
@@ -78,10 +85,23 @@ def load_eval_set(urls: list[str], img_size: int, patch_size: int, max_images: i
             coverage.append(grids[c])
             labelled.append(sample.pta is not None and len(meta["relevant"][c]["boxes"]) > 0)
     if not keys:
-        raise ValueError(f"no decodable samples in {urls[:3]}{'...' if len(urls) > 3 else ''}")
+        raise ValueError(f"no decodable samples in {source}")
     return EvalSet(
-        keys, torch.stack(images), jpegs, captions, caption_image, words, np.stack(coverage), np.array(labelled)
+        keys,
+        torch.stack(images),
+        jpegs,
+        captions,
+        caption_image,
+        words,
+        np.stack(coverage),
+        np.array(labelled),
+        box_labels,
     )
+
+
+def load_eval_set(urls: list[str], img_size: int, patch_size: int, max_images: int) -> EvalSet:
+    source = f"{urls[:3]}{'...' if len(urls) > 3 else ''}"
+    return eval_set(read_samples(urls, max_images), img_size, patch_size, source)
 
 
 def _batches(n: int, size: int) -> Iterator[slice]:
@@ -186,20 +206,48 @@ def rerank_with_itm(
 
 
 @torch.no_grad()
-def greedy_captions(model: COPA, data: EvalSet, tokenizer: CaptionTokenizer, num: int, device) -> list[dict]:
-    n = min(num, len(data.keys))
-    if n == 0:
-        return []
-    ids = model.generate(data.images[:n].to(device)).cpu().tolist()
+def greedy_captions(
+    model: COPA, data: EvalSet, tokenizer: CaptionTokenizer, images: list[int], batch_size: int, device
+) -> list[dict]:
+    ids = []
+    for s in _batches(len(images), batch_size):
+        ids += model.generate(data.images[images[s]].to(device)).cpu().tolist()
     owner = np.asarray(data.caption_image)
     return [
         {
             "key": data.keys[i],
-            "generated": tokenizer.decode(ids[i]),
+            "generated": tokenizer.decode(row),
             "references": [data.captions[c] for c in np.flatnonzero(owner == i)],
         }
-        for i in range(n)
+        for i, row in zip(images, ids, strict=True)
     ]
+
+
+Namer = Callable[[str], set[str]]  # a text -> the object categories it names
+
+
+def naming_scores(generated: list[str], box_labels: list[list[str]], namer: Namer) -> dict:
+    """Do the captions name objects that are in their pictures? Precision of the named objects against the
+    pictures' box labels (both through ``namer``), beside chance: the expected precision of the same captions
+    against a different picture of the set, chosen uniformly."""
+    named = [namer(text) for text in generated]
+    present = [set().union(*map(namer, labels)) for labels in box_labels]
+    n, total = len(named), sum(map(len, named))
+    hits = sum(len(a & b) for a, b in zip(named, present, strict=True))
+    # sum over pictures j != i of |named_i & present_j|, from per-category counts of the pictures holding it
+    holding: dict[str, int] = {}
+    for p in present:
+        for category in p:
+            holding[category] = holding.get(category, 0) + 1
+    cross = sum(holding.get(c, 0) - (c in present[i]) for i, cats in enumerate(named) for c in cats)
+    return {
+        "images": n,
+        "named_objects": total,
+        "distinct_captions": len(set(generated)),
+        "precision": hits / max(1, total),
+        "chance_precision": cross / max(1, total * (n - 1)),
+        "images_named_right": sum(bool(a & b) for a, b in zip(named, present, strict=True)) / max(1, n),
+    }
 
 
 @torch.no_grad()
@@ -212,14 +260,23 @@ def detector_examples(model: COPA, data: EvalSet, tokenizer: CaptionTokenizer, n
             firsts.append(int(c))
         if len(firsts) == num:
             break
-    if not firsts:
+    return detector_pictures(model, data, tokenizer, firsts, device)
+
+
+@torch.no_grad()
+def detector_pictures(
+    model: COPA, data: EvalSet, tokenizer: CaptionTokenizer, captions: list[int], device
+) -> list[dict]:
+    """Inputs of ``manifests.pictures.detector_panel`` for the pairs of ``data.captions[c]`` (c in ``captions``)
+    and their images, in one forward pass: the first detector's scores, the last one's kept patches."""
+    if not captions:
         return []
-    tokens = tokenizer([data.captions[c] for c in firsts])
-    image = data.images[[data.caption_image[c] for c in firsts]].to(device)
+    tokens = tokenizer([data.captions[c] for c in captions])
+    image = data.images[[data.caption_image[c] for c in captions]].to(device)
     out = model.detect(image, tokens["input_ids"].to(device), tokens["attention_mask"].to(device))
     N = data.coverage[0].size
     examples = []
-    for b, c in enumerate(firsts):
+    for b, c in enumerate(captions):
         scores = torch.empty(N)  # the first detector scores every patch, so this fills all N
         scores[out.scored_idx[0][b].cpu()] = out.logits[0][b].float().cpu()
         examples.append(
@@ -247,8 +304,14 @@ def evaluate(
     num_captions: int = 8,
     num_examples: int = 8,
     device: str | torch.device = "cpu",
+    namer: Namer | None = None,
+    naming_images: int = 100,
 ) -> tuple[dict, list[dict]]:
-    """All figures (a JSON-able dict) and the detector examples for pictures (at the model's own keep ratio)."""
+    """All figures (a JSON-able dict) and the detector examples for pictures (at the model's own keep ratio).
+
+    ``num_captions`` images are captioned for the listing; with a ``namer``, up to ``naming_images`` pictures
+    with boxes are captioned and scored by ``naming_scores``.
+    """
     v = model.cfg.vision
     data = load_eval_set(urls, v.img_size, v.patch_size, max_images)
     own = (v.detect_layers, v.keep_ratios)
@@ -264,12 +327,18 @@ def evaluate(
             "labelled_pairs": int(data.labelled.sum()),
             "detector": detector,
             "retrieval": retrieval_scores(model, data, tokenizer, batch_size, device, itm_rerank),
-            "captions": greedy_captions(model, data, tokenizer, num_captions, device),
-        }
+            "captions": greedy_captions(model, data, tokenizer, list(range(min(num_captions, len(data.keys)))),
+                                        batch_size, device),
+        }  # fmt: skip
+        if namer is not None:
+            boxed = [i for i, labels in enumerate(data.box_labels) if labels][:naming_images]
+            named = greedy_captions(model, data, tokenizer, boxed, batch_size, device)
+            generated = [c["generated"] for c in named]
+            result["naming"] = naming_scores(generated, [data.box_labels[i] for i in boxed], namer)
         examples = detector_examples(model, data, tokenizer, num_examples, device)
     finally:
         model.set_detection(*own)
     return result, examples
 
 
-__all__ = ["EvalSet", "evaluate", "load_eval_set", "recall_at", "retrieval_ranks"]
+__all__ = ["EvalSet", "detector_pictures", "eval_set", "evaluate", "load_eval_set", "recall_at", "retrieval_ranks"]

@@ -271,6 +271,11 @@ def coco_category_of(name: str) -> str | None:
     return min(labels) if len(labels) == 1 else None
 
 
+def coco_categories_in(text: str) -> set[str]:
+    """The COCO categories a text names ("two men and a bike" -> {"person", "bicycle"}); for box labels too."""
+    return {m.label for m in COCO_MATCHER.find(text)}
+
+
 def align_by_labels(captions: Sequence[str], box_labels: Sequence[str], matcher: Matcher = COCO_MATCHER) -> list[dict]:
     """COCO rule: per caption, the boxes whose label the caption mentions, and the words that did it."""
     by_label: dict[str, list[int]] = {}

@@ -23,8 +23,15 @@ def test_the_demo_runs_every_step_and_writes_its_report(tmp_path, capsys):
     assert result["shards"][0].endswith("000002.tar")  # the last of the 3 shards was held out of training
     recall = next(d["recall"] for d in result["detector"] if d["keep_ratio"] == 0.5)
     assert f"detector recall at keep 0.5: {recall:.2f}" in report
-    for picture in ("run/loss_curves.png", "run/eval/detector_recall.png", "run/eval/detector_picks.png"):
+    naming = result["naming"]
+    assert naming["images"] > 0 and f"precision {naming['precision']:.2f}" in report
+    pictures = ["run/loss_curves.png", "run/eval/detector_recall.png", "run/eval/detector_picks.png"]
+    pictures += ["inspect/contact_sheet.png", "inspect/label_density.png", "inspect/caption_length.png"]
+    for picture in pictures:
         assert f"]({picture})" in report
         Image.open(out / picture).verify()
+    assert len(list((out / "inspect").glob("*-*.png"))) == 6  # one panel per sampled key, besides the sheet
+    ok_samples = sum(json.loads((out / "shards" / "sizes.json").read_text()).values())
+    assert f"{ok_samples}" in report.split("## What the shards hold")[1]  # the inspect summary counts them
     info = json.loads((out / "shards" / "dataset.json").read_text())
     assert info["geometry"] == {"image_size": 128, "patch_size": 16}  # labels on the small preset's grid

@@ -184,6 +184,7 @@ def test_presets_are_valid_and_consistent():
         (lambda: COPAConfig(itc_image_path="peek"), "itc_image_path"),
         (lambda: COPAConfig(itm_negatives="none"), "itm_negatives"),
         (lambda: COPAConfig(embed_dim=0), "embed_dim"),
+        (lambda: COPAConfig(query_pool="max"), "query_pool"),
     ],
 )
 def test_config_errors_name_the_field(make, field):
@@ -206,6 +207,24 @@ def test_itc_pooling_takes_the_cls_token_or_the_mean_over_real_tokens(make_batch
     pooled = states[:, 0] if pool == "cls" else (states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
     torch.testing.assert_close(got, torch.nn.functional.normalize(model.itc_text_proj(pooled), dim=-1))
     torch.testing.assert_close(longer, got, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("pool", ["cls", "mean"])
+def test_the_detector_query_is_the_pooled_text_in_training_and_inference(make_batch, pool):
+    seed_everything(0)
+    cfg = dataclasses.replace(tiny(), query_pool=pool)
+    model = COPA(cfg).eval()
+    batch = make_batch(cfg, 4)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    with torch.no_grad():
+        states = model.text_encoder(ids, mask)
+        pooled = states[:, 0] if pool == "cls" else (states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+        want = model.vision(batch["image"], model.query_proj(pooled))
+        got = model.detect(batch["image"], ids, mask)
+        padded = torch.cat([ids, torch.zeros_like(ids[:, :3])], 1)
+        longer = model.detect(batch["image"], padded, (padded != cfg.text.pad_id).long())
+    torch.testing.assert_close(got.logits[0], want.logits[0])
+    torch.testing.assert_close(longer.logits[0], got.logits[0], atol=1e-5, rtol=1e-5)  # padding changes nothing
 
 
 def test_a_fresh_text_encoder_gives_every_caption_the_same_cls_state(make_batch):

@@ -7,6 +7,7 @@ from pipeline.align import (
     COCO_SYNONYMS,
     align_by_labels,
     align_region,
+    coco_categories_in,
     coco_category_of,
     inside_fraction,
     object_matcher,
@@ -87,6 +88,12 @@ def test_coco_category_of_object_names():
     assert coco_category_of("bikes") == "bicycle"
     assert coco_category_of("shirt") is None
     assert coco_category_of("man shirt") is None  # only whole names
+
+
+def test_coco_categories_in_texts_and_box_labels():
+    assert coco_categories_in("two men riding bikes past a carpet shop") == {"person", "bicycle"}
+    assert coco_categories_in("sports ball") == {"sports ball"}
+    assert coco_categories_in("a scarf on a hook") == set()
 
 
 def test_inside_fraction():
