@@ -337,8 +337,9 @@ class ShardStream(torch.utils.data.IterableDataset):
                 stats.skip("tar", err)
             return True  # keep going with the next member or shard
 
+        usable = 0  # samples replayed or transformed: what tells the resampled draw that its shards give samples
         if self.cfg.resampled:
-            urls = self.resampled_shards(worker)
+            urls = self.resampled_shards(worker, lambda: usable)
             quota = self.resampled_quota(worker, num_workers)
         else:
             urls, quota = wds.split_by_worker(self.shard_list()), None
@@ -350,7 +351,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         # Resume: replay the raw samples consumed before (tar reads and the shuffle, no decoding), so the shuffle
         # buffer and the shard position are exactly where they were.
         for _ in islice(raw, start.consumed):
-            pass
+            usable += 1
         skipping, consumed = False, start.consumed
 
         def counted(items: Iterator[dict]) -> Iterator[dict]:
@@ -359,7 +360,13 @@ class ShardStream(torch.utils.data.IterableDataset):
                 consumed += 1
                 yield item
 
-        items = self.transformed(self.decoded(counted(raw), stats), stats)
+        def used(items: Iterator[dict]) -> Iterator[dict]:
+            nonlocal usable
+            for item in items:
+                usable += 1
+                yield item
+
+        items = used(self.transformed(self.decoded(counted(raw), stats), stats))
         index = start.batches
         while quota is None or index < quota:
             batch = list(islice(items, self.cfg.batch_size))
@@ -373,10 +380,23 @@ class ShardStream(torch.utils.data.IterableDataset):
         # Always last: the final counters (bad samples after the last batch count too) and "this worker is done".
         yield {STATS_KEY: (worker, WorkerPosition(index, consumed, asdict(stats), done=True).to_json())}
 
-    def resampled_shards(self, worker: int) -> Iterator[dict]:
-        """Resampled mode: shards drawn with replacement, forever; each rank and worker its own draw."""
+    def resampled_shards(self, worker: int, usable: Callable[[], int]) -> Iterator[dict]:
+        """Resampled mode: shards drawn with replacement, forever; each rank and worker its own draw.
+
+        ``usable()`` counts the samples that came through so far. When many draws in a row (every shard several
+        times over, plus what the shuffle buffer takes in before anything comes out) add none, the shards are all
+        bad, and a RuntimeError ends the run instead of drawing forever."""
         rng = random.Random(stable_seed("resample", self.cfg.seed, self.epoch, self.rank, worker))
+        limit = 3 * len(self.urls) + self.cfg.shuffle_buffer
+        barren, before = 0, usable()
         while True:
+            now = usable()
+            barren, before = (0 if now > before else barren + 1), now
+            if barren > limit:
+                raise RuntimeError(
+                    f"LoaderConfig.shards {self.cfg.shards!r}: {barren} shards drawn in a row (resampled mode) gave "
+                    f"no usable sample; every shard looks bad"
+                )
             yield {"url": rng.choice(self.urls)}
 
     def resampled_quota(self, worker: int, num_workers: int) -> int:

@@ -301,6 +301,16 @@ def test_resume_refuses_another_worker_count(dataset):
         other.load_state_dict(first.state_dict())
 
 
+@pytest.mark.timeout(60)  # without the guard it would draw bad shards forever
+def test_resampled_mode_stops_when_every_shard_is_bad(tmp_path):
+    write_dataset(tmp_path, [[make_sample(f"coco-{s}{i}") for i in range(3)] for s in range(2)])
+    for path in tmp_path.glob("*.tar"):  # every sample of every shard carries another schema version
+        path.write_bytes(path.read_bytes().replace(b'"schema_version":1', b'"schema_version":9'))
+    loader = StreamingLoader(config(tmp_path, resampled=True, shuffle_buffer=4), tokenize, rank=0, world_size=1)
+    with pytest.raises(RuntimeError, match="no usable sample"):
+        batches_of(loader)
+
+
 def test_resampled_mode_gives_every_rank_a_full_nominal_epoch(dataset):
     root, keys = dataset
     cfg = config(root, resampled=True, num_workers=2, batch_size=3)
