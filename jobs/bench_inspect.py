@@ -46,26 +46,8 @@ MIX = (
 )
 REJECTED_SHARE = 0.01
 REASONS = ("missing_file", "not_an_image", "too_small")
-SYLLABLES = (
-    "ba",
-    "ke",
-    "lo",
-    "mi",
-    "tu",
-    "ra",
-    "ne",
-    "so",
-    "di",
-    "ga",
-    "po",
-    "ve",
-    "zu",
-    "shi",
-    "an",
-    "el",
-    "or",
-    "ta",
-)
+SYLLABLES = ("ba", "ke", "lo", "mi", "tu", "ra", "ne", "so", "di",
+             "ga", "po", "ve", "zu", "shi", "an", "el", "or", "ta")  # fmt: skip
 VOCABULARY = 1000  # distinct caption words, drawn with Zipf-like frequencies; every caption is its own text
 WHERE = f"status != '{STATUS_OK}'"
 

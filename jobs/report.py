@@ -4,11 +4,11 @@ ratio, and the demo report."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import matplotlib
 
+from manifests.histograms import save_figure
 from manifests.inspect import format_summary, summarize
 
 matplotlib.use("Agg")  # files only; never a window
@@ -42,12 +42,7 @@ def plot_loss_curves(metrics: str | Path, png: str | Path) -> Path | None:
     for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
     fig.tight_layout()
-    png = Path(png)
-    tmp = png.with_name(f".tmp-{os.getpid()}-{png.name}")
-    fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    os.replace(tmp, png)
-    return png
+    return save_figure(fig, png)
 
 
 def plot_detector(result: dict, png: Path) -> None:
@@ -65,8 +60,7 @@ def plot_detector(result: dict, png: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    save_figure(fig, png, dpi=110)
 
 
 def _table(header: list[str], rows: list[list]) -> list[str]:

@@ -25,11 +25,13 @@ SIZE = (640, 400)  # pixels of every histogram
 _DPI = 100
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
-    """Write through a temporary name renamed into place, so readers never see half a file."""
+def save_figure(fig: plt.Figure, path: str | os.PathLike, dpi: int = _DPI) -> Path:
+    """Write ``fig`` as PNG through a temporary name renamed into place, so readers never see half a file; closes
+    the figure."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    fig.savefig(tmp, dpi=_DPI, format="png")
+    fig.savefig(tmp, dpi=dpi, format="png")
     plt.close(fig)
     os.replace(tmp, path)
     return path
@@ -59,7 +61,7 @@ def write_histograms(summary: dict, out: str | os.PathLike) -> list[Path]:
     )
     ax.stairs(counts, edges, fill=True, alpha=0.8)
     ax.set_xlim(0, 1)
-    written = [_save(fig, out / "label_density.png")]
+    written = [save_figure(fig, out / "label_density.png")]
 
     words = np.asarray(summary["caption_words_histogram"])
     lengths = summary["caption_words"]
@@ -70,5 +72,5 @@ def write_histograms(summary: dict, out: str | os.PathLike) -> list[Path]:
     )
     ax.bar(np.arange(len(words)), words, width=1.0, alpha=0.8)
     ax.set_xlim(-0.5, max(len(words), 2) - 0.5)
-    written.append(_save(fig, out / "caption_length.png"))
+    written.append(save_figure(fig, out / "caption_length.png"))
     return written
