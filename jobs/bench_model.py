@@ -46,6 +46,17 @@ from pathlib import Path
 
 import torch
 
+from jobs.bench_model_cost import (
+    IDEAL,
+    OTHER_PATHS,
+    configure,
+    cost_rows,
+    cost_summary,
+    cost_table,
+    count_grid,
+    label,
+    plot_cost,
+)
 from model.config import COPAConfig
 from model.copa import COPA
 from model.presets import preset
@@ -63,9 +74,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--reps", type=int, default=3, help="timed inference repetitions per configuration")
     p.add_argument("--train-reps", type=int, default=2, help="timed training repetitions per configuration")
     p.add_argument("--text-len", type=int, default=25, help="caption length in tokens")
-    p.add_argument("--modes", default="infer,train", help="infer, train or both")
-    p.add_argument("--itc-keep", type=float, default=0.5, help="keep ratio for the ITC-path comparison")
-    p.add_argument("--itc-layer", type=int, default=6, help="detection layer for the ITC-path comparison")
+    p.add_argument("--modes", default="cost,infer,train", help="cost (counted), infer, train (timed), comma-separated")
+    p.add_argument("--cost-sizes", default="256,384,576", help="image sizes of the counted cost table")
+    p.add_argument("--cost-batch-size", type=int, default=2, help="batch of the counted steps (>= 2: ITM negatives)")
     p.add_argument("--no-itc-paths", action="store_true", help="skip the ITC-path / ITM-negatives comparison")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -76,7 +87,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.quick:
         args.preset, args.sizes, args.keep_ratios, args.layers = "tiny", "32,48", "1.0,0.5", "1,2"
         args.batch_size, args.train_batch_size, args.reps, args.train_reps = 2, 2, 1, 1
-        args.text_len, args.itc_layer = 8, 2
+        args.text_len, args.cost_sizes = 8, "32"
     return args
 
 
@@ -166,8 +177,7 @@ def run_grid(model: COPA, mode: str, configs: list[dict], batch: dict, reps: int
     base_cfg = model.cfg
 
     def step(c: dict) -> None:
-        model.set_detection((c["layer"],), (c["keep_ratio"],))
-        model.cfg = dataclasses.replace(model.cfg, itc_image_path=c["itc_image_path"], itm_negatives=c["itm_negatives"])
+        configure(model, c)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             if mode == "infer":
                 with torch.inference_mode():
@@ -193,6 +203,7 @@ def run_grid(model: COPA, mode: str, configs: list[dict], batch: dict, reps: int
         c["samples_per_s"] = batch["image"].shape[0] / statistics.median(c["seconds"])
         peaks = [b for b in c["peak_bytes_reps"] if b is not None]
         c["peak_bytes"] = int(statistics.median(peaks)) if peaks else None
+    model.set_detection(base_cfg.vision.detect_layers, base_cfg.vision.keep_ratios)
     model.cfg = base_cfg
 
 
@@ -203,11 +214,25 @@ def add_ratios(configs: list[dict]) -> None:
         c["memory_ratio"] = c["peak_bytes"] / base["peak_bytes"] if c["peak_bytes"] and base["peak_bytes"] else None
 
 
-def grid_configs(keep_ratios: list[float], layers: list[int]) -> list[dict]:
-    default = {"itc_image_path": "cls_query", "itm_negatives": "requery", "figure": "grid"}
-    configs = [{**default, "layer": layers[0], "keep_ratio": 1.0}]  # identity detectors: the layer is immaterial
+def grid_configs(cfg: COPAConfig, keep_ratios: list[float], layers: list[int]) -> list[dict]:
+    """The timed grid: keep 1.0 (one unpruned tail), then every layer and keep ratio with the model's own paths."""
+    default = {
+        "itc_image_path": cfg.itc_image_path,
+        "itm_negatives": cfg.itm_negatives,
+        "itc_keep_ratio": cfg.itc_keep_ratio,
+        "checkpointing": "none",
+        "figure": "grid",
+    }
+    configs = [{**default, **IDEAL, "layer": layers[0], "keep_ratio": 1.0}]  # identity detectors: any layer
     configs += [{**default, "layer": k, "keep_ratio": r} for k in layers for r in keep_ratios if r < 1.0]
     return configs
+
+
+def path_configs(cfg: COPAConfig) -> list[dict]:
+    """The other ITC image paths and ITM negatives, timed at the model's own layer and keep ratio."""
+    own = {"layer": cfg.vision.detect_layers[0], "keep_ratio": cfg.vision.keep_ratios[0], "checkpointing": "none"}
+    base = {"figure": "itc_paths", "itc_keep_ratio": cfg.itc_keep_ratio, **own}
+    return [{**base, **IDEAL}] + [{**base, **other} for other in OTHER_PATHS]
 
 
 # ---- report ----------------------------------------------------------------------------------------------------
@@ -235,12 +260,8 @@ def summary_lines(results: list[dict]) -> list[str]:
             )
     itc = [r for r in results if r["figure"] == "itc_paths"]
     if itc:
-        cells = [f"{r['itc_image_path']}+{r['itm_negatives']} x{r['throughput_ratio']:.2f}" for r in itc]
-        r0 = itc[0]
-        lines.append(
-            f"bench model train {r0['size']}px ITC paths (keep {r0['keep_ratio']:g}, layer {r0['layer']}) "
-            "vs keep 1.0: " + ", ".join(cells)
-        )
+        cells = [f"{label(r)}: x{r['throughput_ratio']:.2f}" for r in itc]
+        lines.append(f"bench model train {itc[0]['size']}px ITC paths vs keep 1.0: " + ", ".join(cells))
     return lines
 
 
@@ -303,38 +324,38 @@ def main(argv: list[str] | None = None) -> int:
 
     results: list[dict] = []
     started = time.perf_counter()
-    for size in sizes:
+    cost_sizes = ints(args.cost_sizes) if "cost" in modes else []
+    for size in sorted(set(sizes) | set(cost_sizes), key=[*cost_sizes, *sizes].index):
         cfg = size_config(args.preset, size)
         model = COPA(cfg).to(device)
-        for mode in modes:
-            configs = grid_configs(keep_ratios, layers)
+        if size in cost_sizes:
+            t0 = time.perf_counter()
+            rows = cost_rows(model, size, layers, [r for r in keep_ratios if r < 1.0], first=size == cost_sizes[0])
+            count_grid(model, rows, make_batch(cfg, args.cost_batch_size, args.text_len, device))
+            results += rows
+            print(f"[bench model] cost {size}px: {len(rows)} settings in {time.perf_counter() - t0:.0f}s", flush=True)
+        for mode in [m for m in modes if m != "cost" and size in sizes]:
+            configs = grid_configs(cfg, keep_ratios, layers)
             if mode == "train" and size == sizes[0] and not args.no_itc_paths:
-                extra = [("text_query", "requery"), ("unpruned", "requery"), ("cls_query", "reuse")]
-                extra += [("text_query", "reuse")]
-                for path, neg in extra:
-                    configs.append(
-                        {"figure": "itc_paths", "layer": args.itc_layer, "keep_ratio": args.itc_keep}
-                        | {"itc_image_path": path, "itm_negatives": neg}
-                    )
+                configs += path_configs(cfg)
             batch_size = args.batch_size if mode == "infer" else args.train_batch_size
             batch = make_batch(cfg, batch_size, args.text_len, device)
             reps = args.reps if mode == "infer" else args.train_reps
             t0 = time.perf_counter()
             run_grid(model, mode, configs, batch, reps, device, amp, memory)
             add_ratios(configs)
-            for c in configs:
-                results.append({"mode": mode, "size": size, "batch_size": batch_size, **c})
-                # The grid's own cls_query + requery point at the ITC-path setting opens that comparison.
-                anchor = c["figure"] == "grid" and (c["layer"], c["keep_ratio"]) == (args.itc_layer, args.itc_keep)
-                if anchor and any(x["figure"] == "itc_paths" for x in configs):
-                    results.append({**results[-1], "figure": "itc_paths"})
+            results += [{"mode": mode, "size": size, "batch_size": batch_size, **c} for c in configs]
             print(
                 f"[bench model] {mode} {size}px: {len(configs)} configs in {time.perf_counter() - t0:.0f}s", flush=True
             )
         del model
         gc.collect()
 
-    lines = summary_lines(results)
+    cost = [r for r in results if r["figure"] == "cost"]
+    timed = [r for r in results if r["figure"] != "cost"]
+    own = preset(args.preset).vision
+    cost_lines = cost_table(cost, "train") + cost_table(cost, "infer") if cost else []
+    lines = summary_lines(timed) + (cost_summary(cost, own.detect_layers[0], own.keep_ratios[0]) if cost else [])
     report = {
         "benchmark": "model",
         "args": vars(args),
@@ -348,12 +369,19 @@ def main(argv: list[str] | None = None) -> int:
         "seconds_total": time.perf_counter() - started,
         "results": results,
         "summary": lines,
+        "cost_table": cost_lines,
     }
     (out_dir / "bench_model.json").write_text(json.dumps(report, indent=2) + "\n")
-    plot(results, out_dir / "bench_model.png")
-    for line in lines:
+    written = [out_dir / "bench_model.json"]
+    if timed:
+        plot(timed, out_dir / "bench_model.png")
+        written.append(out_dir / "bench_model.png")
+    if cost:
+        plot_cost(cost, out_dir / "bench_model_cost.png")
+        written.append(out_dir / "bench_model_cost.png")
+    for line in [*cost_lines, *lines]:
         print(line)
-    print(f"[bench model] wrote {out_dir / 'bench_model.json'} and {out_dir / 'bench_model.png'}")
+    print(f"[bench model] wrote {', '.join(str(p) for p in written)}")
     return 0
 
 

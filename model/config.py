@@ -44,9 +44,10 @@ class VisionConfig:
     depth: int = 12  # number of transformer blocks
     num_heads: int = 12  # attention heads per block
     mlp_ratio: float = 4.0  # MLP hidden width / D
-    detect_layers: tuple[int, ...] = (6,)  # the detector runs before these blocks (0-based), strictly increasing
+    detect_layers: tuple[int, ...] = (3,)  # the detector runs before these blocks (0-based), strictly increasing
     keep_ratios: tuple[float, ...] = (0.5,)  # per detect layer: kept fraction of the patches entering it, (0, 1]
     tpd_width: int = 256  # width of the detector's patch and query projections
+    grad_checkpointing: bool = False  # recompute each ViT block in backward instead of keeping its activations
 
     def __post_init__(self) -> None:
         self.detect_layers = tuple(int(k) for k in self.detect_layers)
@@ -119,6 +120,7 @@ class TextConfig:
     mask_id: int = 103
     bos_id: int = 101  # first decoder input; BERT has no [BOS], so [CLS] serves (as in ALBEF's answer decoder)
     bert_dir: str | None = None  # local directory written by BertModel.save_pretrained; None: random init
+    grad_checkpointing: bool = False  # recompute each text, fusion and decoder layer in backward (mPLUG does)
 
     def __post_init__(self) -> None:
         _positive(self, "vocab_size", "hidden", "heads", "intermediate", "text_layers", "fusion_layers")
@@ -188,7 +190,8 @@ class COPAConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     embed_dim: int = 256  # shared ITC / retrieval embedding width E
     itc_image_path: str = "cls_query"  # "cls_query" | "text_query" (ablation: peeks at the text) | "unpruned"
-    itm_negatives: str = "requery"  # "requery": a negative pair's own text drives the detector; "reuse": cheaper
+    itm_negatives: str = "reuse"  # "reuse": a negative pair takes its image's tokens; "requery": its own text's
+    itc_keep_ratio: float | None = 0.1  # "cls_query" path keeps this fraction (first detector); None: as fusion
     itc_pool: str = "cls"  # ITC embeddings from the [CLS] tokens (ALBEF, pretrained towers) or token means ("mean")
     query_pool: str = "cls"  # the detector's text query from the [CLS] state (the paper) or the token mean ("mean")
 
@@ -204,6 +207,15 @@ class COPAConfig:
                 raise ValueError(f"COPAConfig.{name} must be one of {POOLS}, got {getattr(self, name)!r}")
         if self.itm_negatives not in ITM_NEGATIVES:
             raise ValueError(f"COPAConfig.itm_negatives must be one of {ITM_NEGATIVES}, got {self.itm_negatives!r}")
+        if self.itc_keep_ratio is not None and not 0.0 < self.itc_keep_ratio <= 1.0:
+            raise ValueError(f"COPAConfig.itc_keep_ratio must lie in (0, 1], got {self.itc_keep_ratio}")
+
+    def itc_keep_ratios(self) -> tuple[float, ...] | None:
+        """Per-detector keep ratios of the "cls_query" path: ``itc_keep_ratio`` at the first detector, nothing
+        more dropped after it; None: the fusion path's own ratios."""
+        if self.itc_keep_ratio is None:
+            return None
+        return (self.itc_keep_ratio,) + (1.0,) * (len(self.vision.detect_layers) - 1)
 
 
 def from_dict(cls: type, data: dict, where: str) -> typing.Any:

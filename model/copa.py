@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from model.config import COPAConfig
+from model.cost import component
 from model.losses import (
     itc_loss,
     itm_loss,
@@ -102,6 +103,15 @@ class COPA(nn.Module):
             self.momentum.towers.vision.set_detection(detect_layers, keep_ratios)
         self.cfg = dataclasses.replace(self.cfg, vision=self.vision.cfg)
 
+    def set_checkpointing(self, vision: bool, text: bool) -> None:
+        """Turn activation checkpointing of the ViT blocks and of the text towers on or off."""
+        self.vision.cfg = dataclasses.replace(self.vision.cfg, grad_checkpointing=vision)
+        for tower in (self.text_encoder, self.fusion, self.decoder):
+            tower.recompute = text
+        self.cfg = dataclasses.replace(
+            self.cfg, vision=self.vision.cfg, text=dataclasses.replace(self.cfg.text, grad_checkpointing=text)
+        )
+
     # ---- shared pieces -------------------------------------------------------------------------------------
 
     def _embedding(self) -> Tensor:
@@ -111,12 +121,20 @@ class COPA(nn.Module):
         """Visual tokens of the ITC image path; ``towers`` is ``self`` or the momentum copies."""
         path = self.cfg.itc_image_path
         if path == "cls_query":
-            return towers.vision.forward_tail(shared_BND, None).tokens
+            return towers.vision.forward_tail(shared_BND, None, keep_ratios=self.cfg.itc_keep_ratios()).tokens
         if path == "unpruned":
             return towers.vision.forward_tail(shared_BND, prune=False).tokens
         if query_BD is None:
             raise ValueError('itc_image_path "text_query" needs the paired text (input_ids, attention_mask)')
         return towers.vision.forward_tail(shared_BND, query_BD).tokens
+
+    def _itc_needs_own_tail(self) -> bool:
+        """False when the ITC image path gives the fusion path's tokens anyway (no detector prunes, or the
+        "text_query" ablation), so the training step runs one tail for both."""
+        if self.cfg.itc_image_path == "text_query":
+            return False
+        itc_prunes = self.cfg.itc_image_path == "cls_query" and (self.cfg.itc_keep_ratio or 1.0) < 1.0
+        return self.vision.prunes or itc_prunes
 
     def _itc_text(self, towers: nn.Module, text_BTD: Tensor, mask_BT: Tensor) -> Tensor:
         """Normalized ITC text embedding [B, E]: the [CLS] state, or the mean over the caption's tokens."""
@@ -145,21 +163,27 @@ class COPA(nn.Module):
         B, lc = ids_BT.shape[0], self.cfg.loss
         temp = self._temperature()
 
-        text_BTD = self.text_encoder(ids_BT, mask_BT)
+        with component("text_encoder.caption"):
+            text_BTD = self.text_encoder(ids_BT, mask_BT)
         query_BD = self._query(self, text_BTD, mask_BT)
-        shared_BND = self.vision.forward_shared(image)
-        pos: VisionOutput = self.vision.forward_tail(shared_BND, query_BD)
+        with component("vit_shared"):
+            shared_BND = self.vision.forward_shared(image)
+        with component("vit_tail.fusion"):
+            pos: VisionOutput = self.vision.forward_tail(shared_BND, query_BD)
         visual_BMD = pos.tokens
 
         # ITC
-        if self.vision.prunes and self.cfg.itc_image_path != "text_query":
-            itc_visual = self._itc_image_tokens(self, shared_BND, query_BD)
-        else:  # identity detectors (all paths coincide) or the text-query ablation: reuse the positive tail
+        if self._itc_needs_own_tail():
+            with component("vit_tail.itc"):
+                itc_visual = self._itc_image_tokens(self, shared_BND, query_BD)
+        else:
             itc_visual = visual_BMD
-        img_BE = self._itc_image(self, itc_visual)
-        txt_BE = self._itc_text(self, text_BTD, mask_BT)
+        with component("heads"):
+            img_BE = self._itc_image(self, itc_visual)
+            txt_BE = self._itc_text(self, text_BTD, mask_BT)
         if self.momentum is not None:
-            loss_itc = self._momentum_itc(image, ids_BT, mask_BT, img_BE, txt_BE, temp)
+            with component("momentum"):
+                loss_itc = self._momentum_itc(image, ids_BT, mask_BT, img_BE, txt_BE, temp)
         else:
             loss_itc = itc_loss(img_BE, txt_BE, temp)
 
@@ -169,32 +193,42 @@ class COPA(nn.Module):
             arange_B = torch.arange(B, device=ids_BT.device)
             img_idx, txt_idx = torch.cat([arange_B, neg_image_B]), torch.cat([neg_text_B, arange_B])
             if self.vision.prunes and self.cfg.itm_negatives == "requery":
-                neg_visual = self.vision.forward_tail(shared_BND[img_idx], query_BD[txt_idx]).tokens
+                with component("vit_tail.itm_negatives"):
+                    neg_visual = self.vision.forward_tail(shared_BND[img_idx], query_BD[txt_idx]).tokens
             else:
                 neg_visual = visual_BMD[img_idx]
-            fused_all = self.fusion(
-                torch.cat([text_BTD, text_BTD[txt_idx]]),
-                torch.cat([mask_BT, mask_BT[txt_idx]]),
-                torch.cat([visual_BMD, neg_visual]),
-            )
+            with component("fusion.itm"):
+                fused_all = self.fusion(
+                    torch.cat([text_BTD, text_BTD[txt_idx]]),
+                    torch.cat([mask_BT, mask_BT[txt_idx]]),
+                    torch.cat([visual_BMD, neg_visual]),
+                )
             fused_cls = fused_all[:, 0]
         else:  # a single pair has no negative to contrast with; ITM sees the positive only
-            fused_cls = self.fusion(text_BTD, mask_BT, visual_BMD)[:, 0]
-        loss_itm, itm_acc = itm_loss(self.itm_head(fused_cls), B)
+            with component("fusion.itm"):
+                fused_cls = self.fusion(text_BTD, mask_BT, visual_BMD)[:, 0]
+        with component("heads"):
+            loss_itm, itm_acc = itm_loss(self.itm_head(fused_cls), B)
 
         # MLM
         mlm_ids_BT, mlm_labels_BT = mask_tokens(ids_BT, mask_BT, self.cfg.text, lc.mlm_prob)
-        mlm_BTD = self.fusion(self.text_encoder(mlm_ids_BT, mask_BT), mask_BT, visual_BMD)
-        loss_mlm = token_loss(self.mlm_head, mlm_BTD, mlm_labels_BT, self._embedding())
+        with component("text_encoder.masked"):
+            mlm_text_BTD = self.text_encoder(mlm_ids_BT, mask_BT)
+        with component("fusion.mlm"):
+            mlm_BTD = self.fusion(mlm_text_BTD, mask_BT, visual_BMD)
+        with component("heads"):
+            loss_mlm = token_loss(self.mlm_head, mlm_BTD, mlm_labels_BT, self._embedding())
 
         # PrefixLM
         split = split_prefix(ids_BT, mask_BT, self.cfg.text)
         decoder_BLD = self._decode(visual_BMD, *split[:4])
-        loss_prefixlm = token_loss(self.lm_head, decoder_BLD, split.targets, self._embedding())
+        with component("heads"):
+            loss_prefixlm = token_loss(self.lm_head, decoder_BLD, split.targets, self._embedding())
 
         # PTA
         coverage, has_labels = batch["coverage"], batch["has_labels"]
-        loss_pta = pta_loss(pos.logits, pos.scored_idx, coverage, has_labels, lc.tau, lc.soft_pta)
+        with component("heads"):
+            loss_pta = pta_loss(pos.logits, pos.scored_idx, coverage, has_labels, lc.tau, lc.soft_pta)
 
         total = (
             lc.w_itc * loss_itc
@@ -239,11 +273,15 @@ class COPA(nn.Module):
         self, visual_BMD: Tensor, prefix_ids: Tensor, prefix_mask: Tensor, decoder_ids: Tensor, decoder_mask: Tensor
     ) -> Tensor:
         """Decoder states for ``decoder_ids``, cross-attending to [visual tokens, fused prefix states]."""
-        prefix_BPD = self.fusion(self.text_encoder(prefix_ids, prefix_mask), prefix_mask, visual_BMD)
-        memory_BMD = torch.cat([self.fusion.vision_proj(visual_BMD), prefix_BPD], dim=1)
-        visual_mask = torch.ones(visual_BMD.shape[:2], dtype=prefix_mask.dtype, device=prefix_mask.device)
-        memory_mask = torch.cat([visual_mask, prefix_mask], dim=1)
-        return self.decoder(self.text_encoder.embed(decoder_ids), decoder_mask, memory_BMD, memory_mask)
+        with component("text_encoder.prefix"):
+            prefix_text_BPD = self.text_encoder(prefix_ids, prefix_mask)
+        with component("fusion.prefix"):
+            prefix_BPD = self.fusion(prefix_text_BPD, prefix_mask, visual_BMD)
+        with component("decoder"):
+            memory_BMD = torch.cat([self.fusion.vision_proj(visual_BMD), prefix_BPD], dim=1)
+            visual_mask = torch.ones(visual_BMD.shape[:2], dtype=prefix_mask.dtype, device=prefix_mask.device)
+            memory_mask = torch.cat([visual_mask, prefix_mask], dim=1)
+            return self.decoder(self.text_encoder.embed(decoder_ids), decoder_mask, memory_BMD, memory_mask)
 
     # ---- inference -----------------------------------------------------------------------------------------
 
@@ -261,9 +299,15 @@ class COPA(nn.Module):
 
     def fused_states(self, image: Tensor, ids_BT: Tensor, mask_BT: Tensor) -> tuple[Tensor, VisionOutput]:
         """Text encoder, text-aware ViT-TPD and fusion (the VQA-like forward): [B, T, D] and the vision output."""
-        text_BTD = self.text_encoder(ids_BT, mask_BT)
-        vis = self.vision(image, self._query(self, text_BTD, mask_BT))
-        return self.fusion(text_BTD, mask_BT, vis.tokens), vis
+        with component("text_encoder.caption"):
+            text_BTD = self.text_encoder(ids_BT, mask_BT)
+        query_BD = self._query(self, text_BTD, mask_BT)
+        with component("vit_shared"):
+            shared_BND = self.vision.forward_shared(image)
+        with component("vit_tail.fusion"):
+            vis = self.vision.forward_tail(shared_BND, query_BD)
+        with component("fusion"):
+            return self.fusion(text_BTD, mask_BT, vis.tokens), vis
 
     def itm_score(self, image: Tensor, ids_BT: Tensor, mask_BT: Tensor) -> Tensor:
         """Probability [B] that each caption matches its image."""

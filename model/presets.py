@@ -96,7 +96,7 @@ def base() -> COPAConfig:
         embed_dim=768,
         depth=12,
         num_heads=12,
-        detect_layers=(6,),
+        detect_layers=(3,),
         keep_ratios=(0.5,),
         tpd_width=256,
     )

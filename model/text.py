@@ -34,6 +34,7 @@ from transformers import BertConfig, BertModel
 from transformers.models.bert.modeling_bert import BertEmbeddings, BertLayer, BertPredictionHeadTransform
 
 from model.config import TextConfig
+from model.utils import run_layer
 
 
 def bert_config(cfg: TextConfig, cross_attention: bool = False, causal: bool = False) -> BertConfig:
@@ -71,6 +72,7 @@ class TextEncoder(nn.Module):
         config = bert_config(cfg)
         self.embeddings = BertEmbeddings(config)
         self.layers = nn.ModuleList(BertLayer(config, layer_idx=i) for i in range(cfg.text_layers))
+        self.recompute = cfg.grad_checkpointing
 
     def embed(self, ids_BT: Tensor) -> Tensor:
         return self.embeddings(input_ids=ids_BT)
@@ -78,7 +80,7 @@ class TextEncoder(nn.Module):
     def forward(self, ids_BT: Tensor, mask_BT: Tensor) -> Tensor:
         h_BTD, attn_mask = self.embed(ids_BT), padding_mask(mask_BT)
         for layer in self.layers:
-            h_BTD = layer(h_BTD, attn_mask)
+            h_BTD = run_layer(layer, self.recompute, h_BTD, attn_mask)
         return h_BTD
 
 
@@ -93,12 +95,13 @@ class FusionEncoder(nn.Module):
             layer.attention.self.is_causal = False  # see the module docstring
         # Cross-attention keys/values take the text width; a projection bridges a ViT of another width.
         self.vision_proj = nn.Linear(vision_width, cfg.hidden) if vision_width != cfg.hidden else nn.Identity()
+        self.recompute = cfg.grad_checkpointing
 
     def forward(self, text_BTD: Tensor, mask_BT: Tensor, visual_BMD: Tensor) -> Tensor:
         visual_BMD, attn_mask = self.vision_proj(visual_BMD), padding_mask(mask_BT)
         for layer in self.layers:
             # Every visual token is real, so the cross-attention needs no mask.
-            text_BTD = layer(text_BTD, attn_mask, encoder_hidden_states=visual_BMD)
+            text_BTD = run_layer(layer, self.recompute, text_BTD, attn_mask, encoder_hidden_states=visual_BMD)
         return text_BTD
 
 
@@ -109,11 +112,14 @@ class TextDecoder(nn.Module):
         super().__init__()
         config = bert_config(cfg, cross_attention=True, causal=True)
         self.layers = nn.ModuleList(BertLayer(config, layer_idx=i) for i in range(cfg.decoder_layers))
+        self.recompute = cfg.grad_checkpointing
 
     def forward(self, h_BTD: Tensor, mask_BT: Tensor, memory_BMD: Tensor, memory_mask_BM: Tensor) -> Tensor:
         self_mask, cross_mask = causal_mask(mask_BT), padding_mask(memory_mask_BM)
         for layer in self.layers:
-            h_BTD = layer(h_BTD, self_mask, encoder_hidden_states=memory_BMD, encoder_attention_mask=cross_mask)
+            h_BTD = run_layer(
+                layer, self.recompute, h_BTD, self_mask, encoder_hidden_states=memory_BMD, encoder_attention_mask=cross_mask
+            )
         return h_BTD
 
 

@@ -91,11 +91,14 @@ class TextAwarePatchDetector(nn.Module):
         q_BH = self.proj_query(self.norm_query(query_BQ))
         return torch.einsum("bnh,bh->bn", p_BNH, q_BH) / math.sqrt(self.width)
 
-    def forward(self, x_BND: Tensor, query_BQ: Tensor) -> Detection:
-        """``x_BND`` is [CLS, patches...] with N + 1 tokens; see ``Detection`` for the result."""
+    def forward(self, x_BND: Tensor, query_BQ: Tensor, keep_ratio: float | None = None) -> Detection:
+        """``x_BND`` is [CLS, patches...] with N + 1 tokens; see ``Detection`` for the result.
+
+        ``keep_ratio`` overrides the detector's own for this call (the retrieval path keeps fewer patches).
+        """
         cls_B1D, patches_BND = x_BND[:, :1], x_BND[:, 1:]
         logits_BN = self.scores(patches_BND, query_BQ)
-        keep = keep_count(self.keep_ratio, patches_BND.shape[1])
+        keep = keep_count(self.keep_ratio if keep_ratio is None else keep_ratio, patches_BND.shape[1])
         selected, kept_idx_BK, fuse_weights_BN = select_patches(patches_BND, logits_BN, keep)
         if selected is patches_BND:  # identity: hand back the very input tensor
             return Detection(x_BND, kept_idx_BK, logits_BN, fuse_weights_BN)

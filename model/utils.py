@@ -8,6 +8,7 @@ import random
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 def seed_everything(seed: int) -> None:
@@ -20,3 +21,11 @@ def seed_everything(seed: int) -> None:
 
 def num_params(module: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def run_layer(layer: nn.Module, recompute: bool, *args, **kwargs):
+    """``layer(*args, **kwargs)``; with ``recompute`` in training, as an activation checkpoint: only the inputs are
+    kept for backward, which runs the layer's forward again (same dropout masks: the RNG state is replayed)."""
+    if recompute and layer.training and torch.is_grad_enabled():
+        return checkpoint(layer, *args, use_reentrant=False, **kwargs)
+    return layer(*args, **kwargs)

@@ -34,7 +34,9 @@ from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_
 from torch import Tensor, nn
 
 from model.config import VisionConfig
+from model.cost import component
 from model.tpd import TextAwarePatchDetector
+from model.utils import run_layer
 
 
 def build_vit(cfg: VisionConfig) -> VisionTransformer:
@@ -131,14 +133,24 @@ class VisionTPD(nn.Module):
         """Patch embedding and the blocks before the first detect layer: [B, N + 1, D]."""
         vit = self.vit
         x_BND = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(image_BCHW))))
-        for block in vit.blocks[: self.cfg.detect_layers[0]]:
-            x_BND = block(x_BND)
+        for layer in range(self.cfg.detect_layers[0]):
+            x_BND = self._block(layer, x_BND)
         return x_BND
 
-    def forward_tail(self, x_BND: Tensor, query_BD: Tensor | None = None, prune: bool = True) -> VisionOutput:
+    def _block(self, layer: int, x_BND: Tensor) -> Tensor:
+        return run_layer(self.vit.blocks[layer], self.cfg.grad_checkpointing, x_BND)
+
+    def forward_tail(
+        self,
+        x_BND: Tensor,
+        query_BD: Tensor | None = None,
+        prune: bool = True,
+        keep_ratios: tuple[float, ...] | None = None,
+    ) -> VisionOutput:
         """The remaining blocks with detection. ``query_BD`` None: each detector uses the current image [CLS].
 
-        ``prune=False`` skips the detectors (the "unpruned" ITC path).
+        ``prune=False`` skips the detectors (the "unpruned" ITC path); ``keep_ratios`` (one per detector) replaces
+        the detectors' own keep ratios for this call.
         """
         vit = self.vit
         out = VisionOutput(x_BND, [], [], [])
@@ -146,15 +158,19 @@ class VisionTPD(nn.Module):
         num_fused = 0  # patches the trailing fused token stands for (0: there is no fused token yet)
         for layer in range(self.cfg.detect_layers[0], self.cfg.depth):
             if prune and layer in self.detector_at:
-                x_BND, patch_idx_BN, num_fused = self._detect(
-                    self.detectors[self.detector_at[layer]], x_BND, query_BD, patch_idx_BN, num_fused, out
-                )
-            x_BND = vit.blocks[layer](x_BND)
+                i = self.detector_at[layer]
+                ratio = None if keep_ratios is None else keep_ratios[i]
+                with component("detector"):
+                    x_BND, patch_idx_BN, num_fused = self._detect(
+                        self.detectors[i], ratio, x_BND, query_BD, patch_idx_BN, num_fused, out
+                    )
+            x_BND = self._block(layer, x_BND)
         return out._replace(tokens=vit.norm(x_BND))
 
     def _detect(
         self,
         detector: TextAwarePatchDetector,
+        keep_ratio: float | None,
         x_BND: Tensor,
         query_BD: Tensor | None,
         patch_idx_BN: Tensor | None,
@@ -165,7 +181,7 @@ class VisionTPD(nn.Module):
         if num_fused:  # a later detector: set the earlier fused token aside, it is not a patch to score
             x_BND, fused_prev_B1D = x_BND[:, :-1], x_BND[:, -1:]
         num_in = x_BND.shape[1] - 1
-        det = detector(x_BND, x_BND[:, 0] if query_BD is None else query_BD)
+        det = detector(x_BND, x_BND[:, 0] if query_BD is None else query_BD, keep_ratio)
         if patch_idx_BN is None:
             patch_idx_BN = torch.arange(num_in, device=x_BND.device).expand(x_BND.shape[0], num_in)
         kept_idx_BK = patch_idx_BN.gather(1, det.kept_idx)

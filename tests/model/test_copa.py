@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from model.config import COPAConfig, LossConfig, TextConfig, VisionConfig
+from model.config import COPAConfig, LossConfig, TextConfig, VisionConfig, keep_count
 from model.copa import COPA
 from model.presets import base, small, tiny
 from model.utils import seed_everything
@@ -14,11 +14,14 @@ from model.utils import seed_everything
 LOSSES = ("loss_itc", "loss_itm", "loss_mlm", "loss_prefixlm", "loss_pta")
 
 
-def tiny_with(itc_image_path="cls_query", keep_ratios=(0.5,), detect_layers=(2,), **loss) -> COPAConfig:
+def tiny_with(
+    itc_image_path="cls_query", keep_ratios=(0.5,), detect_layers=(2,), itc_keep_ratio=0.1, **loss
+) -> COPAConfig:
     cfg = tiny()
     vision = dataclasses.replace(cfg.vision, keep_ratios=keep_ratios, detect_layers=detect_layers)
+    loss = dataclasses.replace(cfg.loss, **loss)
     return dataclasses.replace(
-        cfg, vision=vision, loss=dataclasses.replace(cfg.loss, **loss), itc_image_path=itc_image_path
+        cfg, vision=vision, loss=loss, itc_image_path=itc_image_path, itc_keep_ratio=itc_keep_ratio
     )
 
 
@@ -33,8 +36,9 @@ def test_training_forward_returns_every_loss_finite(make_batch, itc_image_path, 
     K = cfg.vision.keep_counts()[0]
     N = cfg.vision.num_patches
     assert out["visual_tokens"].item() == (K + 2 if K < N else N + 1)
-    itc_tokens = N + 1 if itc_image_path == "unpruned" or K == N else K + 2
-    assert out["itc_visual_tokens"].item() == itc_tokens
+    # the retrieval path keeps its own (smaller) share of the patches; the text-query ablation reuses the fusion tail
+    K_itc = {"cls_query": keep_count(cfg.itc_keep_ratio, N), "text_query": K, "unpruned": N}[itc_image_path]
+    assert out["itc_visual_tokens"].item() == (K_itc + 2 if K_itc < N else N + 1)
     assert out["pta_samples"].item() == 5
     expected = sum(out[k] for k in LOSSES)  # unit weights
     torch.testing.assert_close(out["loss"].detach(), expected)
@@ -139,9 +143,12 @@ def test_every_loss_alone_reaches_the_detector(make_batch, only):
 
 def test_without_pta_and_without_pruning_the_detector_gets_no_gradient(make_batch):
     # The control for the test above: at keep ratio 1.0 there is no fused token, so only PTA can teach the detector.
-    cfg = tiny_with(keep_ratios=(1.0,), w_pta=0.0)
+    cfg = tiny_with(keep_ratios=(1.0,), itc_keep_ratio=None, w_pta=0.0)
     assert _detector_grad(cfg, make_batch(cfg)) == 0.0
-    cfg = tiny_with(keep_ratios=(1.0,))
+    cfg = tiny_with(keep_ratios=(1.0,), itc_keep_ratio=None)
+    assert _detector_grad(cfg, make_batch(cfg)) > 0
+    # the retrieval path prunes with its own keep ratio, so ITC alone reaches the detector through its fused token
+    cfg = tiny_with(keep_ratios=(1.0,), itc_keep_ratio=0.25, w_pta=0.0, w_itm=0.0, w_mlm=0.0, w_prefixlm=0.0)
     assert _detector_grad(cfg, make_batch(cfg)) > 0
 
 
@@ -183,6 +190,7 @@ def test_presets_are_valid_and_consistent():
         (lambda: LossConfig(itc_queue_size=-1), "itc_queue_size"),
         (lambda: COPAConfig(itc_image_path="peek"), "itc_image_path"),
         (lambda: COPAConfig(itm_negatives="none"), "itm_negatives"),
+        (lambda: COPAConfig(itc_keep_ratio=0.0), "itc_keep_ratio"),
         (lambda: COPAConfig(embed_dim=0), "embed_dim"),
         (lambda: COPAConfig(query_pool="max"), "query_pool"),
     ],
