@@ -8,8 +8,8 @@ fusion) are counted
 - for each detect layer and keep ratio, with the model's default ITC image path and ITM negatives, and with
   ``itc_image_path="text_query"`` + ``itm_negatives="reuse"`` (one text-aware tail: the least a step can cost at
   that layer and keep ratio, called "ideal" below). The default's overhead is its cost over the ideal's;
-- at the first size only, the other ITC paths and ITM negatives, and activation checkpointing (none, vision, text,
-  all) at the preset's own layer and keep ratio.
+- at the first size only, the other ITC paths and ITM negatives at each detect layer (the preset's keep ratio),
+  and activation checkpointing (vision, text, all) at the preset's own layer and keep ratio.
 
 A sample costs the same in every batch (the batch only repeats it), so the counts run on a small random batch and
 are divided by its size.
@@ -86,10 +86,10 @@ def cost_rows(model: COPA, size: int, layers: list[int], keep_ratios: list[float
                 if mode == "train":
                     rows.append({**base, **at, **IDEAL, "setting": "ideal"})
     if first:
-        own = {"layer": cfg.vision.detect_layers[0], "keep_ratio": cfg.vision.keep_ratios[0]}
-        base = {"figure": "cost", "mode": "train", "size": size, **default, **own}
-        rows += [{**base, "itc_keep_ratio": cfg.itc_keep_ratio, **o, "setting": "path"} for o in OTHER_PATHS]
-        rows += [{**base, "checkpointing": name, "setting": "checkpointing"} for name in CHECKPOINTING if name != "none"]
+        base = {"figure": "cost", "mode": "train", "size": size, **default, "keep_ratio": cfg.vision.keep_ratios[0]}
+        rows += [{**base, "layer": layer, **o, "setting": "path"} for layer in layers for o in OTHER_PATHS]
+        own = {**base, "layer": cfg.vision.detect_layers[0]}
+        rows += [{**own, "checkpointing": name, "setting": "checkpointing"} for name in CHECKPOINTING if name != "none"]
     return rows
 
 
@@ -121,7 +121,8 @@ def add_cost_ratios(rows: list[dict]) -> None:
             r
             for r in rows
             if r["setting"] == "ideal"
-            and (r["size"], r["mode"], r["layer"], r["keep_ratio"]) == (c["size"], c["mode"], c["layer"], c["keep_ratio"])
+            and (r["size"], r["mode"], r["layer"], r["keep_ratio"])
+            == (c["size"], c["mode"], c["layer"], c["keep_ratio"])
         ]
         if ideal and c["setting"] != "ideal":
             c["flops_over_ideal"] = c["gflops"] / ideal[0]["gflops"] - 1.0

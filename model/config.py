@@ -7,10 +7,12 @@ Presets in ``model/presets.py`` return complete ``COPAConfig`` objects; callers 
 What the paper fixes: a ViT-B/16 (CLIP init) with the Text-aware Patch Detector after block k, top-K kept plus one
 fused token, loss = ITC + ITM + MLM + PrefixLM + PTA, 256 px pretraining. What it leaves open and is therefore a
 setting here: the keep ratio, the detection layers, the detector head width, the loss weights, the PTA threshold
-tau and soft targets, which image path feeds ITC (``itc_image_path``) and how ITM negatives get their visual
-tokens (``itm_negatives``: "requery" runs the detector with the negative pair's own text, as ``itm_score`` does at
-inference, one extra ViT tail per negative; "reuse" takes the tokens the image got with its own caption, as
-ALBEF/mPLUG reuse image features, no extra tail).
+tau and soft targets, which image path feeds ITC (``itc_image_path``) and how many patches it keeps
+(``itc_keep_ratio``), and how ITM negatives get their visual tokens (``itm_negatives``: "reuse" takes the tokens the
+image got with its own caption, as ALBEF/mPLUG reuse image features, no extra tail; "requery" runs the detector
+with the negative pair's own text, as ``itm_score`` does at inference, one extra ViT tail per negative). The
+defaults are the cheap training step measured in ``model/copa.py``. Activation checkpointing
+(``grad_checkpointing``) is a setting of the image tower and of the text towers.
 """
 
 from __future__ import annotations

@@ -8,20 +8,48 @@ One training forward, for a batch of B image-caption pairs:
    the paired caption) gives the visual tokens [CLS, kept..., fused] of the positive pairs and the detector logits
    that PTA supervises.
 3. ITC image embedding, by ``itc_image_path``. "cls_query" (default): the same detectors driven by the image
-   [CLS], so retrieval never sees the paired text (DESIGN section 7); "text_query": the text-aware tokens of step
-   2 (an ablation that peeks at the caption); "unpruned": the tail without detectors.
+   [CLS], keeping ``itc_keep_ratio`` of the patches (default 0.1, plus the fused token), so retrieval never sees
+   the paired text (DESIGN section 7) and its own ViT tail stays small; "text_query": the text-aware tokens of
+   step 2 (an ablation that peeks at the caption); "unpruned": the tail without detectors.
 4. ITM over B positives and 2B hard negatives (one negative text per image, one negative image per text, sampled
-   from the ITC similarities). With ``itm_negatives="requery"`` (default) a negative pair's own text drives the
-   detector, exactly as ``itm_score`` does at inference; the 2B negative tails run as one batch. With "reuse" a
-   negative pair takes the tokens its image got with its own caption (no extra tail, but a train/inference
-   mismatch: the kept patches were chosen for another caption).
+   from the ITC similarities). With ``itm_negatives="reuse"`` (default) a negative pair takes the tokens its image
+   got with its own caption, as ALBEF and mPLUG reuse image features: no extra tail. With "requery" a negative
+   pair's own text drives the detector, exactly as ``itm_score`` does at inference, at the price of 2B more tails.
 5. MLM and PrefixLM fuse the masked caption / the caption prefix with the positive pairs' visual tokens. They reuse
    the tokens selected with the full caption as query, as mPLUG reuses its image features, which saves two ViT
    tails per step; the price is that the choice of kept patches may carry a trace of the masked words.
 6. PTA on the text-aware detector logits, for the samples that have labels.
 
-When every keep ratio is 1.0 the detectors are identities and all paths give the same visual tokens, so the tail
-runs once: that is the unpruned baseline the benchmark compares against.
+The step's random text choices (MLM masking, PrefixLM split) are drawn first, so they are the same whatever the
+detector keeps, and ``component`` marks every pass for the cost accounting (``model/cost.py``) and profiler traces.
+
+When every keep ratio is 1.0 (and the retrieval path keeps all patches too) the detectors are identities and all
+paths give the same visual tokens, so the tail runs once: that is the unpruned baseline the benchmark compares
+against.
+
+Cost, and why the defaults are what they are (``copa bench model``, ``base`` at 256 px, counted per sample: FLOPs
+with PyTorch's counter, activation bytes saved for backward; the unpruned step costs 280 GFLOPs and 329 MiB).
+The cheapest a step can be at a detect layer and keep ratio is one text-aware tail ("text_query" + "reuse", which
+peeks at the caption for ITC). Before this accounting the defaults ran a full-size retrieval tail and re-queried
+negatives (three more tails): at block 6 / keep 0.5 that step cost more than the unpruned one (x1.04 FLOPs at
+block 3). Measured, option by option, at block 3 / keep 0.5 (+ over the one-tail step):
+
+- re-queried negatives: +55% FLOPs (2B tails with gradients); reused: +0. Reuse is measured not to hurt ITM at
+  inference: on held-out scenes where the text decides what the detector keeps, a model trained on reused
+  negatives ranks pairs by ``itm_score`` as well as one trained on re-queried negatives, and learns ITM sooner
+  (``tests/model/test_itm_negatives.py``);
+- a retrieval tail keeping the fusion path's 0.5: +27%; keeping 0.1 (plus the fused token that averages the rest):
+  +6%, at most +7% at 256 px over blocks 3/6/9 and keep 0.3/0.5/0.7. The demo's retrieval stays where it was
+  (R@1 over 208 held-out images, two seeds each: text-to-image 0.027/0.045 at 0.1 against 0.037/0.038 at 0.5);
+- the detector before block 3 instead of 6: x0.71 instead of x0.76 of the unpruned FLOPs. The keep ratio stays at
+  0.5, where the demo's held-out detector recall is 0.81 (0.66 at 0.3).
+
+The default therefore costs x0.71 the unpruned step's FLOPs and x0.73 its activation bytes at 256 px (x0.66 /
+x0.69 at 384 px). Not built yet: with reused negatives every fusion pass (ITM, MLM, PrefixLM prefix) cross-attends
+to the same B visual token sets, so their keys and values could be projected once instead of five times per
+sample: by hand count (2 x 768^2 per token, layer and pass) about 11% of this step's FLOPs and 16% of the unpruned
+step's, which would move the ratio from 0.71 to about 0.75. It needs a cross-attention that takes projected keys
+and values, which transformers' ``BertLayer`` does not.
 
 Batch (dict): ``image`` float [B, 3, H, W]; ``input_ids`` long [B, T] ([CLS] ... [SEP], padded); ``attention_mask``
 [B, T]; ``coverage`` uint8 [B, G, G] (zeros without labels); ``has_labels`` bool [B].
@@ -162,6 +190,10 @@ class COPA(nn.Module):
         image, ids_BT, mask_BT = batch["image"], batch["input_ids"], batch["attention_mask"]
         B, lc = ids_BT.shape[0], self.cfg.loss
         temp = self._temperature()
+        # The step's random text choices first, so that they do not depend on how many tokens the vision path
+        # keeps (dropout draws scale with it): every detector setting masks and splits the same captions.
+        mlm_ids_BT, mlm_labels_BT = mask_tokens(ids_BT, mask_BT, self.cfg.text, lc.mlm_prob)
+        split = split_prefix(ids_BT, mask_BT, self.cfg.text)
 
         with component("text_encoder.caption"):
             text_BTD = self.text_encoder(ids_BT, mask_BT)
@@ -211,7 +243,6 @@ class COPA(nn.Module):
             loss_itm, itm_acc = itm_loss(self.itm_head(fused_cls), B)
 
         # MLM
-        mlm_ids_BT, mlm_labels_BT = mask_tokens(ids_BT, mask_BT, self.cfg.text, lc.mlm_prob)
         with component("text_encoder.masked"):
             mlm_text_BTD = self.text_encoder(mlm_ids_BT, mask_BT)
         with component("fusion.mlm"):
@@ -220,7 +251,6 @@ class COPA(nn.Module):
             loss_mlm = token_loss(self.mlm_head, mlm_BTD, mlm_labels_BT, self._embedding())
 
         # PrefixLM
-        split = split_prefix(ids_BT, mask_BT, self.cfg.text)
         decoder_BLD = self._decode(visual_BMD, *split[:4])
         with component("heads"):
             loss_prefixlm = token_loss(self.lm_head, decoder_BLD, split.targets, self._embedding())

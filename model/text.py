@@ -118,7 +118,12 @@ class TextDecoder(nn.Module):
         self_mask, cross_mask = causal_mask(mask_BT), padding_mask(memory_mask_BM)
         for layer in self.layers:
             h_BTD = run_layer(
-                layer, self.recompute, h_BTD, self_mask, encoder_hidden_states=memory_BMD, encoder_attention_mask=cross_mask
+                layer,
+                self.recompute,
+                h_BTD,
+                self_mask,
+                encoder_hidden_states=memory_BMD,
+                encoder_attention_mask=cross_mask,
             )
         return h_BTD
 

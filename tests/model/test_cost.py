@@ -17,9 +17,9 @@ F32 = 4  # bytes
 
 
 def test_a_linear_layer_costs_three_products_and_saves_its_input():
-    B, I, O = 3, 5, 7
-    first, second = nn.Linear(I, O), nn.Linear(O, 2, bias=False)
-    x = torch.randn(B, I, requires_grad=True)
+    B, IN, OUT = 3, 5, 7
+    first, second = nn.Linear(IN, OUT), nn.Linear(OUT, 2, bias=False)
+    x = torch.randn(B, IN, requires_grad=True)
 
     def step():
         with cost.component("first"):
@@ -29,12 +29,12 @@ def test_a_linear_layer_costs_three_products_and_saves_its_input():
         y.sum().backward()
 
     counted = cost.count(step, nn.ModuleList([first, second]))
-    # forward 2*B*I*O multiply-adds; backward the same twice (gradient of the input, gradient of the weight), each
+    # forward 2*B*IN*OUT FLOPs; backward the same twice (gradient of the input, gradient of the weight), each
     # charged to the layer whose forward it belongs to
-    assert counted.flops == {"first": 3 * 2 * B * I * O, "second": 3 * 2 * B * O * 2}
+    assert counted.flops == {"first": 3 * 2 * B * IN * OUT, "second": 3 * 2 * B * OUT * 2}
     # first saves x; second saves tanh's output once (tanh saves it for its own backward, the layer as its input);
     # weights are parameters, not activations
-    assert counted.saved_bytes == {"first": B * I * F32, "second": B * O * F32}
+    assert counted.saved_bytes == {"first": B * IN * F32, "second": B * OUT * F32}
 
 
 def test_a_transformer_block_matches_the_hand_count():
