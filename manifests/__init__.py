@@ -1,7 +1,10 @@
 """The shard contract (DESIGN sections 3-4): sample schema, keys, members, manifests, dataset files.
 
-May import only the standard library, numpy and pyarrow: the pipeline writes through it and the trainer reads
-through it, so both agree on every byte without importing each other.
+The contract modules (schema, samples, dataset, labels) import only the standard library, numpy and pyarrow: the
+pipeline writes through them and the trainer reads through them, so both agree on every byte without importing
+each other. The inspection modules add what drawing and querying need, each imported only by the module that uses
+it: Pillow (``pictures``), matplotlib (``histograms``) and DuckDB (``query``, for ``copa inspect --where``).
+Nothing here imports torch, Ray or another package of the project (``tests/test_imports.py``).
 """
 
 from manifests.dataset import (

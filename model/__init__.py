@@ -1,1 +1,6 @@
-"""COPA model (DESIGN section 7): ViT-TPD, BERT-style text towers, the five losses; import from submodules."""
+"""COPA model (DESIGN section 7): ViT-TPD, BERT-style text towers, the five losses; import from submodules.
+
+Imports ``manifests`` and torch, timm, transformers, tokenizers, safetensors, numpy, Pillow, albumentations,
+webdataset and tqdm; never Ray, ``pipeline`` or ``jobs``: the trainer reads only what the pipeline wrote
+(``tests/test_imports.py``).
+"""

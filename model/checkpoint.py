@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import re
 from pathlib import Path
@@ -72,7 +73,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         path = found
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    state = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:  # an object other than tensors and plain containers: never unpickled
+        raise ValueError(f"{path}: refused, it holds objects that only a full unpickle would build ({err})") from err
     missing = {"model", "step", "config", "tokenizer"} - set(state)
     if missing:
         raise ValueError(f"{path} is not a COPA training checkpoint (missing {sorted(missing)})")

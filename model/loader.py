@@ -49,10 +49,10 @@ import torch
 import webdataset as wds
 from PIL import Image
 
-from manifests.dataset import read_sizes
+from manifests.dataset import read_dataset_info, read_sizes
 from manifests.labels import patch_coverage
 from manifests.samples import Sample, decode_sample
-from manifests.schema import SHARD_RE
+from manifests.schema import DATASET_FILE, SHARD_RE
 
 # Pixels are scaled to [-1, 1]: the model has no normalisation layer of its own.
 IMAGE_MEAN = 0.5
@@ -146,6 +146,14 @@ def resolve_shards(shards: str | list[str]) -> list[str]:
             raise ValueError(f"shards: no NNNNNN.tar files in {shards}")
         return [os.path.join(shards, n) for n in names]
     return wds.shardlists.expand_urls(shards)  # brace ranges, "::" lists, pipe: and remote URLs
+
+
+def check_datasets(urls: list[str]) -> None:
+    """Refuse shards of a dataset packed with another schema version: the ``dataset.json`` of every local folder
+    the shards come from (where it has one) must read, and the error names the file and both versions."""
+    for root in sorted({os.path.dirname(u) or "." for u in urls if os.path.isfile(u)}):
+        if os.path.isfile(os.path.join(root, DATASET_FILE)):
+            read_dataset_info(root)
 
 
 def epoch_samples(cfg: LoaderConfig, sizes_root: str | None = None) -> int:

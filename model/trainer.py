@@ -7,7 +7,9 @@ in a row stop the run), gradient clipping, AdamW, and a linear-warmup cosine sch
 
 Epochs: a rank's loader ends when its shards are done. Ranks may hold different numbers of batches (shards are split
 whole), so every micro-step the ranks agree (one tiny all-reduce) whether all of them still have a batch; when one
-does not, all of them move to the next epoch together and no rank waits for a gradient that never comes.
+does not, all of them move to the next epoch together and no rank waits for a gradient that never comes. The
+samples a rank still holds at that point are not seen in this epoch (the next epoch's shard shuffle deals them
+again): with unequal shards an epoch is what every rank could batch in step.
 
 Exact resume: a checkpoint (``model.checkpoint``) stores model, optimizer, scheduler, step, every rank's loader
 position and the RNG states, so training N steps, saving, and resuming for M more gives the same losses as N + M
@@ -47,7 +49,7 @@ from model.checkpoint import (
 )
 from model.config import COPAConfig
 from model.copa import COPA
-from model.loader import LoaderConfig, StreamingLoader, batches_per_epoch, resolve_shards
+from model.loader import LoaderConfig, StreamingLoader, batches_per_epoch, check_datasets, resolve_shards
 from model.tokenizer import TOKENIZER_FILE, CaptionTokenizer, build_wordpiece
 from model.utils import seed_everything
 
@@ -114,8 +116,10 @@ class TrainConfig:
 
 
 def split_holdout(shards: str | list[str], holdout: int) -> tuple[list[str], list[str]]:
-    """(training shards, held-out shards): the last ``holdout`` shards in name order are held out."""
+    """(training shards, held-out shards): the last ``holdout`` shards in name order are held out. Shards of a
+    dataset of another schema version are refused here, before anything is trained or evaluated."""
     urls = resolve_shards(shards)
+    check_datasets(urls)
     if holdout and holdout >= len(urls):
         raise ValueError(f"holdout_shards {holdout} leaves no training shard out of {len(urls)}")
     return (urls[:-holdout], urls[-holdout:]) if holdout else (urls, [])

@@ -45,6 +45,18 @@ def make_sample(key: str = "coco-000001", num_captions: int = 2, num_boxes: int 
     return Sample(key=key, image=make_jpeg(seed=len(key)), meta=meta, pta=pta)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` are skipped, with the reason, where torch sees no CUDA device."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (torch.cuda.is_available() is False)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def sample_factory():
     return make_sample

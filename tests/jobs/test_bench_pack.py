@@ -2,8 +2,12 @@
 
 import json
 import math
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -12,14 +16,35 @@ from jobs.bench_pack import main
 
 
 def _processes_mentioning(tag: str) -> list[int]:
+    """Processes whose command line or environment names ``tag``: Ray's raylet and GCS carry the session folder on
+    their command line, its workers only in their environment (RAY_TMPDIR)."""
     found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+    for proc in Path("/proc").glob("[0-9]*"):
         try:
-            if tag.encode() in cmdline.read_bytes():
-                found.append(int(cmdline.parent.name))
-        except OSError:  # the process ended meanwhile
+            if tag.encode() in (proc / "cmdline").read_bytes() or tag.encode() in (proc / "environ").read_bytes():
+                found.append(int(proc.name))
+        except OSError:  # the process ended meanwhile, or is not ours to read
             continue
     return found
+
+
+def _still_running(tag: str, grace_seconds: float = 15.0) -> list[int]:
+    """The processes naming ``tag`` left after ``grace_seconds`` (Ray's shutdown stops its workers asynchronously)."""
+    deadline = time.monotonic() + grace_seconds
+    while (left := _processes_mentioning(tag)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return left
+
+
+def test_process_finder_sees_a_tag_in_the_environment_only(tmp_path):
+    tag = f"copa_tag_{tmp_path.name}"
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], env={**os.environ, "X": tag})
+    try:
+        assert child.pid in _processes_mentioning(tag)
+    finally:
+        child.kill()
+        child.wait()
+    assert _still_running(tag, grace_seconds=2.0) == []
 
 
 @pytest.fixture
@@ -37,7 +62,7 @@ def ray_tmpdir(monkeypatch):
 def test_quick_benchmark_writes_every_figure(tmp_path, capsys, ray_tmpdir):
     out = tmp_path / "pack.json"
     assert main(["--quick", "--out", str(out), "--data", str(tmp_path / "data")]) == 0
-    assert not _processes_mentioning(ray_tmpdir)  # every Ray cluster of the runs was shut down
+    assert _still_running(ray_tmpdir) == []  # every Ray cluster of the runs was shut down, workers included
     report = json.loads(out.read_text())
 
     coco, large = report["per_worker"]["coco"], report["per_worker"]["large"]

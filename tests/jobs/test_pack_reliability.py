@@ -24,6 +24,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from jobs import ingest, synth
@@ -144,6 +146,22 @@ class TestInProcess:
         assert sorted(p.name for p in out.glob("*.tar")) == tars
         # Not every tar: a shard whose images all fit and are baseline JPEGs already stores them untouched.
         assert any((out / t).read_bytes() != (reference / t).read_bytes() for t in tars)
+
+    def test_another_source_refuses_even_with_the_same_rows_and_config(
+        self, source: Path, reference: Path, tmp_path: Path
+    ) -> None:
+        out = tmp_path / "pack"
+        shutil.copytree(reference, out)
+        # The same number of rows and the same pack config, one caption edited: only the source's SHA-256 differs.
+        table = pq.read_table(source)
+        rows = table.to_pylist()
+        edited = next(r for r in rows if r["captions"])
+        edited["captions"] = [edited["captions"][0] + " edited", *edited["captions"][1:]]
+        changed = tmp_path / "source.parquet"
+        pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), changed)
+        with pytest.raises(ValueError, match="another source"):
+            run_pack(changed, out)
+        assert_same_pack(out, reference)  # refused before touching anything
 
 
 # --- other clusters and other processes ------------------------------------------------------------------------------

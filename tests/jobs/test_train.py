@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import torch
 from PIL import Image
 
 from jobs import evaluate, train
+from manifests import SCHEMA_VERSION
 from model.checkpoint import list_checkpoints, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,6 +63,21 @@ def test_bad_settings_are_named(small_corpus, tmp_path, capsys):
     assert "not a training run folder" in capsys.readouterr().err
     assert evaluate.main(["--checkpoint", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_train_and_evaluate_refuse_a_dataset_of_another_schema_version(small_corpus, tmp_path, capsys):
+    other = tmp_path / "other"
+    shutil.copytree(small_corpus, other)
+    info = json.loads((other / "dataset.json").read_text())
+    (other / "dataset.json").write_text(json.dumps(info | {"schema_version": SCHEMA_VERSION + 1}))
+    named = f"{other}/dataset.json: dataset schema version {SCHEMA_VERSION + 1}"
+    assert train.main(["--shards", str(other), "--out", str(tmp_path / "run"), *TINY, "--steps", "1"]) == 2
+    assert named in capsys.readouterr().err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    run = tmp_path / "good"
+    assert train.main(["--shards", str(small_corpus), "--out", str(run), *TINY, "--steps", "1", "--quiet"]) == 0
+    assert evaluate.main(["--checkpoint", str(run), "--shards", f"{other}/000001.tar", "--max-images", "4"]) == 2
+    assert named in capsys.readouterr().err
 
 
 def test_a_yaml_config_and_set_overrides_reach_the_configs(small_corpus, tmp_path):

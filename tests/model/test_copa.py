@@ -248,3 +248,18 @@ def test_a_fresh_text_encoder_gives_every_caption_the_same_cls_state(make_batch)
     mask = batch["attention_mask"][..., None]
     assert cos(states[:, 0])[off_diagonal].min() > 0.999
     assert cos((states * mask).sum(1) / mask.sum(1))[off_diagonal].min() < 0.99
+
+
+def test_loss_weights_scale_the_total(make_batch):
+    weights = {"w_itc": 2.0, "w_itm": 0.5, "w_mlm": 3.0, "w_prefixlm": 0.25, "w_pta": 1.5}
+    cfg = tiny_with(**weights)
+    batch = make_batch(cfg, labelled=5)
+    seed_everything(0)
+    weighted = COPA(cfg)(batch)
+    seed_everything(0)
+    unit = COPA(tiny_with())(batch)  # the same weights and random draws, unit loss weights
+    for key in LOSSES:  # the weights change the total only, not the losses themselves
+        torch.testing.assert_close(weighted[key], unit[key])
+    expected = sum(w * unit["loss_" + name[2:]] for name, w in weights.items())
+    torch.testing.assert_close(weighted["loss"].detach(), expected)
+    assert not torch.isclose(weighted["loss"], unit["loss"])

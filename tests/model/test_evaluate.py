@@ -1,9 +1,12 @@
-"""Evaluation figures that need no model: retrieval ranks and the caption naming score."""
+"""Evaluation figures against hand counts: retrieval ranks, the caption naming score, detector precision/recall."""
+
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
-from model.evaluate import naming_scores, recall_at, retrieval_ranks
+from model.evaluate import EvalSet, detector_scores, naming_scores, recall_at, retrieval_ranks
 
 WORDS = {"kite": "kite", "kites": "kite", "men": "person", "man": "person", "bike": "bicycle"}
 
@@ -38,3 +41,46 @@ def test_retrieval_ranks_find_the_first_right_answer():
     assert t2i.tolist() == [0, 1, 0, 2]
     assert i2t.tolist() == [0, 0, 1]  # image 2: caption 1 (another image's) first, its own caption 3 second
     assert recall_at(np.array([0, 1, 5]), (1, 2)) == {"R@1": 1 / 3, "R@2": 2 / 3}
+
+
+class _FixedDetector:
+    """Stands in for COPA in ``detector_scores``: keeps the patches listed per caption, whatever the image."""
+
+    def __init__(self, kept: list[list[int]]) -> None:
+        self.kept = torch.tensor(kept)
+        self.cfg = SimpleNamespace(vision=SimpleNamespace(detect_layers=(2,)))
+        self.calls = []
+
+    def set_detection(self, layers, keep_ratios):
+        self.calls.append((layers, keep_ratios))
+
+    def detect(self, image, ids, mask):
+        rows = ids[:, 0]  # the stand-in tokenizer puts the caption's index first
+        return SimpleNamespace(kept_idx=[self.kept[rows]])
+
+
+def test_detector_scores_match_a_hand_count():
+    # 2 x 2 grids (4 patches). Caption 0: positives {0, 1}, kept {0, 2}. Caption 1: positives {3}, kept {3, 1}.
+    # Caption 2 has no label and must not count.
+    coverage = np.zeros((3, 2, 2), dtype=np.uint8)
+    coverage[0, 0, 0], coverage[0, 0, 1], coverage[1, 1, 1] = 255, 10, 200
+    data = EvalSet(
+        keys=["a"], images=torch.zeros(1, 3, 4, 4), jpegs=[b""], captions=["x", "y", "z"], caption_image=[0, 0, 0],
+        words=[[], [], []], coverage=coverage, labelled=np.array([True, True, False]), box_labels=[[]],
+    )  # fmt: skip
+    model = _FixedDetector([[0, 2], [1, 3], [0, 1]])
+
+    def tokenizer(captions):
+        index = torch.tensor([["x", "y", "z"].index(c) for c in captions])[:, None]
+        return {"input_ids": index, "attention_mask": torch.ones_like(index)}
+
+    scores = detector_scores(model, data, tokenizer, keep_ratio=0.5, tau=0.0, batch_size=1, device="cpu")
+    # hits: caption 0 keeps patch 0 of {0, 1}; caption 1 keeps 3 of {3}: 2 hits, 4 kept, 3 positives
+    assert scores["pairs"] == 2
+    assert scores["precision"] == pytest.approx(2 / 4) and scores["recall"] == pytest.approx(2 / 3)
+    assert scores["all_positives_kept"] == pytest.approx(1 / 2)  # caption 1 kept all of its positives
+    assert scores["chance_precision"] == pytest.approx(3 / 8) and scores["chance_recall"] == pytest.approx(4 / 8)
+    assert model.calls == [((2,), (0.5,))]
+    # tau 0.1 (coverage > 25.5): patch 1 of caption 0 (coverage 10) is no longer positive
+    strict = detector_scores(model, data, tokenizer, keep_ratio=0.5, tau=0.1, batch_size=2, device="cpu")
+    assert strict["recall"] == pytest.approx(2 / 2) and strict["precision"] == pytest.approx(2 / 4)

@@ -206,12 +206,17 @@ def test_corrupt_members_are_skipped_and_counted(tmp_path):
     assert any("JSON" in e for e in loader.stats.errors)
 
 
+def broken_json(tar_bytes: bytes, at: int) -> bytes:
+    """A tar whose JSON member holding ``at`` no longer parses (a byte flipped in place, so the tar stays valid)."""
+    assert at >= 0
+    return tar_bytes[:at] + b"[" + tar_bytes[at + 1 :]
+
+
 def test_counts_a_bad_sample_after_the_last_batch(tmp_path):
     write_dataset(tmp_path, [[make_sample("coco-0"), make_sample("coco-1")]])
     path = tmp_path / "000000.tar"
     data = path.read_bytes()
-    at = data.rfind(b'"schema_version":1')  # in the last sample of the shard, so no batch follows it
-    path.write_bytes(data[:at] + b'"schema_version":9' + data[at + 18 :])
+    path.write_bytes(broken_json(data, data.rfind(b'"schema_version"')))  # the last sample: no batch follows it
     # batch_size 1: the good sample's batch is reported before the bad one is read
     loader = StreamingLoader(config(tmp_path, shuffle_buffer=0, batch_size=1), tokenize, rank=0, world_size=1)
     seen = collect(loader)
@@ -280,8 +285,7 @@ def test_resume_keeps_the_counts_of_bad_samples_already_passed(tmp_path):
     write_dataset(tmp_path, [[make_sample(f"coco-{i}") for i in range(6)]])
     path = tmp_path / "000000.tar"
     data = path.read_bytes()
-    at = data.find(b'"schema_version":1')  # the first sample of the shard
-    path.write_bytes(data[:at] + b'"schema_version":9' + data[at + 18 :])
+    path.write_bytes(broken_json(data, data.find(b'"schema_version"')))  # the first sample of the shard
     cfg = config(tmp_path, shuffle_buffer=0, batch_size=2)
     first = StreamingLoader(cfg, tokenize, rank=0, world_size=1)
     head = batches_of(first, limit=1)
@@ -304,8 +308,8 @@ def test_resume_refuses_another_worker_count(dataset):
 @pytest.mark.timeout(60)  # without the guard it would draw bad shards forever
 def test_resampled_mode_stops_when_every_shard_is_bad(tmp_path):
     write_dataset(tmp_path, [[make_sample(f"coco-{s}{i}") for i in range(3)] for s in range(2)])
-    for path in tmp_path.glob("*.tar"):  # every sample of every shard carries another schema version
-        path.write_bytes(path.read_bytes().replace(b'"schema_version":1', b'"schema_version":9'))
+    for path in tmp_path.glob("*.tar"):  # every sample's JSON is broken
+        path.write_bytes(path.read_bytes().replace(b'"schema_version":', b'"schema_version"['))
     loader = StreamingLoader(config(tmp_path, resampled=True, shuffle_buffer=4), tokenize, rank=0, world_size=1)
     with pytest.raises(RuntimeError, match="no usable sample"):
         batches_of(loader)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFile
 
-from pipeline import images
+from pipeline import images, synth
 from pipeline.images import (
     EMPTY_FILE,
     NOT_AN_IMAGE,
@@ -283,7 +283,6 @@ def test_same_input_gives_same_bytes() -> None:
 
 
 def test_synth_fault_images_get_their_expected_outcome(tmp_path: Path) -> None:
-    synth = pytest.importorskip("pipeline.synth")
     corpus = tmp_path / "c"
     synth.generate(synth.SynthConfig(out=corpus, num_images=20, faults=True))
     faults = json.loads((corpus / "faults.json").read_text())

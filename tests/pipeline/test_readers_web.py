@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from jobs import synth as synth_job
 from manifests.schema import validate_key
 from pipeline import rows as R
 from pipeline.readers import img2dataset, json_list, read_source, xvlm
@@ -546,9 +547,8 @@ def test_read_source_dispatches_to_each_web_reader(tmp_path, shards):
 
 
 def test_json_list_on_a_synthetic_corpus_with_faults(tmp_path):
-    synth = pytest.importorskip("jobs.synth")
     out = tmp_path / "corpus"
-    assert synth.main(["--out", str(out), "--images", "40", "--seed", "3", "--faults"]) == 0
+    assert synth_job.main(["--out", str(out), "--images", "40", "--seed", "3", "--faults"]) == 0
     faults = [f for f in json.loads((out / "faults.json").read_text()) if f["where"]["file"].startswith("web/")]
     expected = {
         "empty_caption": R.EMPTY_CAPTION,
