@@ -28,13 +28,13 @@ paths give the same visual tokens, so the tail runs once: that is the unpruned b
 against.
 
 Cost, and why the defaults are what they are (``copa bench model``, ``base`` at 256 px, counted per sample: FLOPs
-with PyTorch's counter, activation bytes saved for backward; the unpruned step costs 280 GFLOPs and 329 MiB).
+with PyTorch's counter, activation bytes saved for backward; the unpruned step costs 281 GFLOPs and 332 MiB).
 The cheapest a step can be at a detect layer and keep ratio is one text-aware tail ("text_query" + "reuse", which
 peeks at the caption for ITC). Before this accounting the defaults ran a full-size retrieval tail and re-queried
 negatives (three more tails): at block 6 / keep 0.5 that step cost more than the unpruned one (x1.04 FLOPs at
 block 3). Measured, option by option, at block 3 / keep 0.5 (+ over the one-tail step):
 
-- re-queried negatives: +55% FLOPs (2B tails with gradients); reused: +0. Reuse is measured not to hurt ITM at
+- re-queried negatives: +54% FLOPs (2B tails with gradients); reused: +0. Reuse is measured not to hurt ITM at
   inference: on held-out scenes where the text decides what the detector keeps, a model trained on reused
   negatives ranks pairs by ``itm_score`` as well as one trained on re-queried negatives, and learns ITM sooner
   (``tests/model/test_itm_negatives.py``);
@@ -45,7 +45,7 @@ block 3). Measured, option by option, at block 3 / keep 0.5 (+ over the one-tail
   0.5, where the demo's held-out detector recall is 0.81 (0.66 at 0.3).
 
 The default therefore costs x0.71 the unpruned step's FLOPs and x0.73 its activation bytes at 256 px (x0.66 /
-x0.69 at 384 px). Not built yet: with reused negatives every fusion pass (ITM, MLM, PrefixLM prefix) cross-attends
+x0.68 at 384 px). Not built yet: with reused negatives every fusion pass (ITM, MLM, PrefixLM prefix) cross-attends
 to the same B visual token sets, so their keys and values could be projected once instead of five times per
 sample: by hand count (2 x 768^2 per token, layer and pass) about 11% of this step's FLOPs and 16% of the unpruned
 step's, which would move the ratio from 0.71 to about 0.75. It needs a cross-attention that takes projected keys
