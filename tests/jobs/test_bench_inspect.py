@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.bench_inspect import main, write_dataset
+from jobs.bench.inspect import main, write_dataset
 from manifests.inspect import summarize
 from manifests.query import query
 

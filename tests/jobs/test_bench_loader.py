@@ -4,7 +4,7 @@ import json
 import math
 import tempfile
 
-from jobs.bench_loader import main, regrid_patch
+from jobs.bench.loader import main, regrid_patch
 
 
 def _check_size(fig: dict, stored_grid: int, samples: int) -> None:

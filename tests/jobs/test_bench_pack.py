@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.bench_pack import main
+from jobs.bench.pack import main
 
 
 def _processes_mentioning(tag: str) -> list[int]:

@@ -14,7 +14,8 @@ import pytest
 
 from jobs import ingest, synth
 
-# fault kind (synth_faults) -> what ingest records: a row status, or a box drop reason / "clipped" in reader stats
+# fault kind (pipeline.synth.faults) -> what ingest records: a row status, or a box drop reason / "clipped"
+# in reader stats
 ROW_REASON = {"empty_caption": "empty_caption", "non_utf8_caption": "caption_not_utf8",
               "path_escape": "path_escapes_root"}  # fmt: skip
 BOX_REASON = {"box_outside_image": "outside_image", "nan_box": "nan_box", "negative_size_box": "empty_box",

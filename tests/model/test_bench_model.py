@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from jobs.bench_model import main
+from jobs.bench.model import main
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import torch
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from jobs.bench_model_cost import IDEAL, configure
+from jobs.bench.model_cost import IDEAL, configure
 from model import cost
 from model.copa import COPA
 from model.presets import tiny

@@ -588,7 +588,7 @@ def test_coco_reader_on_the_faults_corpus(faulty: Path) -> None:
 
 
 def test_bench_files_read_back_whole(tmp_path: Path) -> None:
-    from jobs import bench_ingest
+    from jobs.bench import ingest as bench_ingest
 
     sizes = {name: max(3, round(n * 0.0002)) for name, n in bench_ingest.FULL.items()}
     coco_spec = SourceSpec("coco", "coco", "images", bench_ingest.generate_coco(tmp_path, sizes, seed=0))
@@ -602,7 +602,7 @@ def test_bench_files_read_back_whole(tmp_path: Path) -> None:
 
 
 def test_bench_main_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from jobs import bench_ingest
+    from jobs.bench import ingest as bench_ingest
 
     out = tmp_path / "bench.json"
     assert (

@@ -1,4 +1,4 @@
-"""Tests of the synthetic corpus (pipeline.synth*) against the real formats, readers and its own ground truth."""
+"""Tests of the synthetic corpus (pipeline.synth) against the real formats, readers and its own ground truth."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ from pycocotools.coco import COCO
 from jobs.synth import main
 from pipeline.coco_categories import CATEGORY_BY_ID, COCO_CATEGORIES
 from pipeline.synth import SynthConfig, generate
-from pipeline.synth_draw import GLYPHS, Background, Scene, glyph_object, render
-from pipeline.synth_faults import FAULT_KINDS
-from pipeline.synth_formats import picture_scene
-from pipeline.synth_text import CATEGORY_WORDS, DISTRACTOR_WORDS
+from pipeline.synth.draw import GLYPHS, Background, Scene, glyph_object, render
+from pipeline.synth.faults import FAULT_KINDS
+from pipeline.synth.formats import picture_scene
+from pipeline.synth.text import CATEGORY_WORDS, DISTRACTOR_WORDS
 
 FLAT = Background("flat", (1, 99, 7), (1, 99, 7), 0.0, 8, 0)  # a colour no glyph paints
 

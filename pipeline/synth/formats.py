@@ -17,18 +17,15 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import yaml
 from PIL import Image
 
 from pipeline.coco_categories import CATEGORY_BY_NAME, COCO_CATEGORIES
-from pipeline.synth_draw import Scene, SceneObject, full_mask, make_scene, mask_to_rle, outline_polygon, render
-from pipeline.synth_text import CATEGORY_WORDS, Text, Thing, make_caption, make_region
-
-if TYPE_CHECKING:  # only for annotations: pipeline.synth imports this module
-    from pipeline.synth import CorpusPlan, SynthConfig
+from pipeline.synth.config import CorpusPlan, SynthConfig
+from pipeline.synth.draw import Scene, SceneObject, full_mask, make_scene, mask_to_rle, outline_polygon, render
+from pipeline.synth.text import CATEGORY_WORDS, Text, Thing, make_caption, make_region
 
 Tick = Callable[[], object]  # advances a progress bar by one image
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.synth_draw import Box
+from pipeline.synth.draw import Box
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, ImageFilter, features
 
-from jobs.bench import mb, run_fresh, write_report
+from jobs.bench.runner import mb, run_fresh, write_report
 from pipeline.coco_categories import COCO_CATEGORIES
 from pipeline.images import RESAMPLE_FILTERS, ImageConfig, bare_decode_resize_encode, process_image, stored_size
 from pipeline.pack import PackConfig, ShardPacker

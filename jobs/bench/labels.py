@@ -15,7 +15,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from jobs.bench import write_report
+from jobs.bench.runner import write_report
 from manifests.labels import patch_coverage
 
 

@@ -4,7 +4,7 @@ The analogue of the paper's Figures 1 and 3 (COPA, arXiv 2308.03475), for each i
 keep ratio, as ratios to keep ratio 1.0 of the same weights (every detector an identity, so the ViT runs
 unpruned once):
 
-- counted (``--modes cost``, ``jobs/bench_model_cost.py``): GFLOPs and activation bytes saved for backward per
+- counted (``--modes cost``, ``jobs/bench/model_cost.py``): GFLOPs and activation bytes saved for backward per
   sample, per component, of the training step and of the inference forward. Exact and the same on every machine;
 - timed (``--modes infer,train``): samples/s and peak memory of a VQA-like forward (text encoder + ViT-TPD driven
   by the text + fusion, under ``inference_mode``) and of one full training step (five losses, backward, AdamW
@@ -48,7 +48,7 @@ from pathlib import Path
 
 import torch
 
-from jobs.bench_model_cost import (
+from jobs.bench.model_cost import (
     IDEAL,
     OTHER_PATHS,
     configure,

@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from jobs.bench import mb, run_fresh, write_report
+from jobs.bench.runner import mb, run_fresh, write_report
 from manifests.dataset import DatasetInfo, Geometry, write_dataset_info, write_sizes
 from manifests.inspect import SUMMARY_COLUMNS, _rows
 from manifests.schema import MANIFEST_SCHEMA, STATUS_OK, shard_files, shard_name

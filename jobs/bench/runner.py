@@ -1,6 +1,6 @@
-"""``copa bench <what>``: benchmarks that compare against a baseline measured in the same run.
+"""``copa bench <what>``: the dispatcher and what the benchmarks share (fresh-interpreter runs, JSON reports).
 
-Each benchmark lives in ``jobs/bench_<what>.py`` with its own ``main(argv)``, writes JSON, and prints one summary
+Each benchmark lives in ``jobs/bench/<what>.py`` with its own ``main(argv)``, writes JSON, and prints one summary
 line per figure. Absolute times drift on shared machines, so every figure is reported as a ratio to its baseline.
 """
 
@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 BENCHMARKS = {
     "labels": "patch-coverage labels per core vs JPEG decoding",
@@ -78,8 +78,4 @@ def main(argv: list[str] | None = None) -> int:
     if what not in BENCHMARKS:
         print(f"copa bench: unknown benchmark {what!r}\n\n{usage()}", end="", file=sys.stderr)
         return 2
-    return importlib.import_module(f"jobs.bench_{what}").main(rest)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return importlib.import_module(f"jobs.bench.{what}").main(rest)

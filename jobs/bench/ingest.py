@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.bench import mb, run_fresh, write_report
+from jobs.bench.runner import mb, run_fresh, write_report
 from pipeline.align import COCO_SYNONYMS
 from pipeline.coco_categories import COCO_CATEGORIES
 

@@ -54,7 +54,7 @@ import torch
 import webdataset as wds
 from PIL import Image
 
-from jobs.bench import write_report
+from jobs.bench.runner import write_report
 from jobs.ingest import ingest
 from jobs.pack import pack_in_process
 from manifests.labels import patch_coverage
