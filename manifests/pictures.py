@@ -38,6 +38,7 @@ HIGHLIGHT: RGB = (255, 222, 80)
 WHITE: RGB = (255, 255, 255)
 BLACK: RGB = (0, 0, 0)
 GAP = 4  # pixels between tiles
+MAX_BOXES = 12  # boxes drawn on a sample's image (a VG image has hundreds); a note counts the others
 
 
 @functools.lru_cache(maxsize=8)
@@ -152,6 +153,14 @@ def kept_overlay(
     return _finish(pixels, lines if grid_lines else None)
 
 
+def _boxes_array(boxes: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
+    boxes_M4 = np.asarray(boxes, dtype=np.float64)
+    boxes_M4 = boxes_M4.reshape(0, 4) if boxes_M4.size == 0 else boxes_M4
+    if boxes_M4.ndim != 2 or boxes_M4.shape[1] != 4:
+        raise ValueError(f"boxes must be [M, 4], got shape {boxes_M4.shape}")
+    return boxes_M4
+
+
 def draw_boxes(
     image: ImageLike,
     boxes: np.ndarray | Sequence[Sequence[float]],
@@ -165,10 +174,7 @@ def draw_boxes(
     Boxes outside [0, 1] are an error rather than clipped: they are almost always pixel coordinates passed by mistake.
     """
     picture = to_image(image).copy()
-    boxes_M4 = np.asarray(boxes, dtype=np.float64)
-    boxes_M4 = boxes_M4.reshape(0, 4) if boxes_M4.size == 0 else boxes_M4
-    if boxes_M4.ndim != 2 or boxes_M4.shape[1] != 4:
-        raise ValueError(f"boxes must be [M, 4], got shape {boxes_M4.shape}")
+    boxes_M4 = _boxes_array(boxes)
     if not np.isfinite(boxes_M4).all() or boxes_M4.min(initial=0) < -1e-6 or boxes_M4.max(initial=0) > 1 + 1e-6:
         raise ValueError("boxes must be normalized x0, y0, x1, y1 in [0, 1]")
     boxes_M4 = boxes_M4.clip(0.0, 1.0)  # float noise only, after the check above
@@ -268,6 +274,10 @@ def sample_panel(
 ) -> Image.Image:
     """One sample in a row: the image with its boxes, then per caption its coverage overlay above its caption strip.
 
+    The image shows the boxes linked to the shown captions (all boxes when ``relevant`` is None), at most
+    ``MAX_BOXES`` (the largest), and a note "K of M boxes" when some are left out: a Visual Genome image has hundreds,
+    which drawn together would cover the picture in labels.
+
     ``relevant`` is the shard json's per-caption ``{"boxes", "words"}``; ``coverage`` the uint8 ``[C, G, G]`` of
     ``<key>.pta.npy``. Without coverage (a sample without boxes) the caption strips stack under the image instead.
     The boxed image keeps its aspect ratio inside a ``side`` x ``side`` tile; the overlays use the canonical square.
@@ -279,9 +289,16 @@ def sample_panel(
     picture = to_image(image)
     scale = side / max(picture.size)
     fitted = picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))))
-    tile = Image.new("RGB", (side, side), WHITE)
-    tile.paste(draw_boxes(fitted, boxes, box_labels), (0, 0))
     shown = range(min(len(captions), max_captions))
+    boxes_M4 = _boxes_array(boxes)
+    if len(box_labels) != len(boxes_M4):
+        raise ValueError(f"box_labels has {len(box_labels)} entries for {len(boxes_M4)} boxes")
+    drawn = _boxes_to_draw(boxes_M4, [relevant[c]["boxes"] for c in shown] if relevant is not None else None)
+    tile = Image.new("RGB", (side, side), WHITE)
+    tile.paste(draw_boxes(fitted, boxes_M4[drawn], [box_labels[m] for m in drawn]), (0, 0))
+    if len(drawn) < len(boxes_M4):
+        whose = "the shown captions'" if relevant is not None else "the largest"
+        _note(tile, f"{len(drawn)} of {len(boxes_M4)} boxes ({whose})")
     words = [list(relevant[c]["words"]) if relevant is not None else [] for c in shown]
     strips = [caption_strip(captions[c], words[c], width=side) for c in shown]
     if coverage is None:
@@ -291,6 +308,26 @@ def sample_panel(
         raise ValueError(f"coverage must be [C, G, G] with C = {len(captions)} captions, got {coverage_CGG.shape}")
     columns = [_stack([coverage_overlay(picture, coverage_CGG[c], side=side), strips[c]], False) for c in shown]
     return _stack([tile, *columns], horizontal=True)
+
+
+def _boxes_to_draw(boxes_M4: np.ndarray, linked: list[list[int]] | None) -> list[int]:
+    """Indices of the boxes a sample panel draws: those linked to the shown captions (all boxes without links), at
+    most ``MAX_BOXES`` of them, the largest first when there are more, then in box order."""
+    picked = sorted({int(m) for boxes in linked for m in boxes}) if linked is not None else range(len(boxes_M4))
+    picked = list(picked)
+    if len(picked) > MAX_BOXES:
+        area = (boxes_M4[picked, 2] - boxes_M4[picked, 0]) * (boxes_M4[picked, 3] - boxes_M4[picked, 1])
+        picked = sorted(picked[i] for i in np.argsort(-area, kind="stable")[:MAX_BOXES])
+    return picked
+
+
+def _note(tile: Image.Image, text: str, font_size: int = 10) -> None:
+    """``text`` in black on a white band across the bottom of ``tile``, in place."""
+    font = _font(font_size)
+    top = tile.height - _line_height(font) - 2
+    draw = ImageDraw.Draw(tile)
+    draw.rectangle([0, top, tile.width, tile.height], fill=WHITE)
+    draw.text((2, top + 1), text, fill=BLACK, font=font)
 
 
 def detector_panel(

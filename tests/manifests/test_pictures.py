@@ -172,3 +172,24 @@ def test_detector_panel_and_contact_sheet_round_trip(tmp_path):
 def test_bad_input_raises(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_a_sample_with_hundreds_of_boxes_still_shows_its_image():
+    rng = np.random.default_rng(0)
+    corner = rng.uniform(0, 0.8, size=(300, 2))
+    boxes = np.concatenate([corner, corner + rng.uniform(0.05, 0.2, size=(300, 2))], axis=1)  # VG-like regions
+    labels = [f"region {m} of the picture" for m in range(300)]
+    captions = ["a dog", "a cat", "a red ball"]
+    relevant = [{"boxes": [3], "words": ["dog"]}, {"boxes": [7, 8], "words": ["cat"]}, {"boxes": [9], "words": []}]
+    coverage = patch_coverage(boxes, [r["boxes"] for r in relevant], 4)
+    panel = pictures.sample_panel(grey_image(), boxes, labels, captions, relevant, coverage, 2, SIDE)
+    tile = pixels(panel)[:SIDE, :SIDE]
+    image_part = tile[: SIDE - 14]  # above the note band
+    assert (image_part == GREY).all(axis=2).mean() > 0.6  # the picture, not a block of labels
+    assert (tile[-4:] == 255).all(axis=2).mean() > 0.5  # the white band of the "3 of 300 boxes" note
+    assert pictures._boxes_to_draw(boxes, [[3], [7, 8]]) == [3, 7, 8]  # the shown captions' boxes only
+    largest = pictures._boxes_to_draw(boxes, None)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    assert len(largest) == pictures.MAX_BOXES and set(largest) == set(np.argsort(-area)[: pictures.MAX_BOXES])
+    everything = pictures.draw_boxes(grey_image(), boxes, labels)  # what the panel drew before
+    assert (pixels(everything) == GREY).all(axis=2).mean() < 0.3
