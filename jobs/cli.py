@@ -5,8 +5,16 @@ Job modules are imported only when called, so ``copa synth`` does not pay for im
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
+from collections.abc import Callable
+
+import yaml
+
+# What a user can cause: a missing, unreadable or malformed input file, or a bad setting. The toolkit raises these
+# with a message that names the file or the setting; anything else is a programming error and keeps its traceback.
+INPUT_ERRORS = (ValueError, OSError, yaml.YAMLError)
 
 JOBS = {
     "synth": "write a synthetic corpus in the real COCO / Visual Genome / web-caption formats",
@@ -18,6 +26,24 @@ JOBS = {
     "demo": "run the whole system on the embedded default (synthetic corpus, local Ray, CPU)",
     "bench": "benchmarks, each against a baseline in the same run (copa bench --help)",
 }
+
+
+def job_errors(job: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
+    """Decorates a job's ``main``: an ``INPUT_ERRORS`` exception becomes one line on stderr, ``copa JOB: MESSAGE``,
+    and exit status 2, as argparse does for a bad flag."""
+
+    def decorate(main: Callable[..., int]) -> Callable[..., int]:
+        @functools.wraps(main)
+        def run(argv: list[str] | None = None) -> int:
+            try:
+                return main(argv)
+            except INPUT_ERRORS as err:
+                print(f"copa {job}: {' '.join(str(err).split())}", file=sys.stderr)
+                return 2
+
+        return run
+
+    return decorate
 
 
 def usage() -> str:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from jobs import evaluate, ingest, pack, synth, train
 from jobs import inspect as inspect_job
+from jobs.cli import job_errors
 from jobs.report import demo_report
 from model.presets import small
 
@@ -40,6 +41,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@job_errors("demo")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = Path(args.out)

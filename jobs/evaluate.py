@@ -15,6 +15,7 @@ import json
 import sys
 from pathlib import Path
 
+from jobs.cli import job_errors
 from jobs.report import plot_detector
 from manifests import pictures
 from model.checkpoint import load_checkpoint, load_model
@@ -75,17 +76,14 @@ def summary(result: dict) -> str:
     return "\n".join(lines)
 
 
+@job_errors("evaluate")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        state = load_checkpoint(args.checkpoint)
-        urls = split_holdout(args.shards, 0)[0] if args.shards else held_out_shards(state)
-        keep_ratios = tuple(float(r) for r in args.keep_ratios.split(","))
-        if not all(0 < r <= 1 for r in keep_ratios):
-            raise ValueError(f"--keep-ratios must lie in (0, 1], got {args.keep_ratios}")
-    except (ValueError, OSError) as err:
-        print(f"copa evaluate: {err}", file=sys.stderr)
-        return 2
+    state = load_checkpoint(args.checkpoint)
+    urls = split_holdout(args.shards, 0)[0] if args.shards else held_out_shards(state)
+    keep_ratios = tuple(float(r) for r in args.keep_ratios.split(","))
+    if not all(0 < r <= 1 for r in keep_ratios):
+        raise ValueError(f"--keep-ratios must lie in (0, 1], got {args.keep_ratios}")
     out = Path(args.out) if args.out else Path(state["path"]).parent.parent / "eval"
     out.mkdir(parents=True, exist_ok=True)
     model, tokenizer = load_model(state, args.device)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
+from jobs.cli import job_errors
 from manifests.schema import STATUS_OK
 from pipeline.geometry import DROP_REASONS
 from pipeline.readers import read_source
@@ -134,6 +135,7 @@ def format_summary(summaries: dict[str, SourceSummary]) -> str:
     return "\n".join(lines)
 
 
+@job_errors("ingest")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     specs = load_sources(args.config)

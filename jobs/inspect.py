@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from jobs.cli import job_errors
 from manifests import pictures
 from manifests.inspect import format_summary, load_samples, sample_keys, summarize
 from manifests.query import DEFAULT_COLUMNS, csv_schema, flat_for_csv, format_table, query_reader
@@ -163,23 +164,20 @@ def write_pictures(dataset: str, keys: list[str], out: Path, checkpoint: str | N
     return written
 
 
+@job_errors("inspect")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        check_args(args)
-        if args.where is not None:
-            print(f"[inspect] {write_rows(args)}", file=sys.stderr)
-            return 0
-        summary = summarize(args.dataset)
-        keys = list(args.show) + (sample_keys(args.dataset, args.sample, args.seed) if args.sample else [])
-        written = write_pictures(args.dataset, keys, Path(args.out), args.checkpoint) if keys else []
-        if args.histograms:
-            from manifests.histograms import write_histograms  # matplotlib only when asked for
+    check_args(args)
+    if args.where is not None:
+        print(f"[inspect] {write_rows(args)}", file=sys.stderr)
+        return 0
+    summary = summarize(args.dataset)
+    keys = list(args.show) + (sample_keys(args.dataset, args.sample, args.seed) if args.sample else [])
+    written = write_pictures(args.dataset, keys, Path(args.out), args.checkpoint) if keys else []
+    if args.histograms:
+        from manifests.histograms import write_histograms  # matplotlib only when asked for
 
-            written += write_histograms(summary, args.histograms)
-    except (ValueError, OSError) as err:
-        print(f"copa inspect: {err}", file=sys.stderr)
-        return 2
+        written += write_histograms(summary, args.histograms)
     print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
     if written:
         folders = sorted({str(p.parent) for p in written})

@@ -32,6 +32,7 @@ import pyarrow.fs as pafs
 import yaml
 from tqdm import tqdm
 
+from jobs.cli import job_errors
 from manifests.dataset import (
     DatasetInfo,
     ShardStats,
@@ -296,6 +297,7 @@ def format_summary(info: DatasetInfo, stats: list[ShardStats]) -> str:
     return "\n".join(lines)
 
 
+@job_errors("pack")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     config = resolve_config(args)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from jobs.cli import job_errors
 from pipeline.synth import SynthConfig, SynthReport, generate
 
 
@@ -55,6 +56,7 @@ def _summary(report: SynthReport) -> str:
     return "\n".join(lines)
 
 
+@job_errors("synth")
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:

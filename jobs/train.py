@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from jobs.cli import job_errors
 from jobs.report import plot_loss_curves
 from model.checkpoint import CHECKPOINT_DIR
 from model.config import COPAConfig, from_dict, merge
@@ -127,19 +128,16 @@ def prepare_out(out: Path, overwrite: bool) -> None:
             (out / name).unlink(missing_ok=True)
 
 
+@job_errors("train")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def curves(_checkpoint: Path) -> None:
         plot_loss_curves(out / METRICS_FILE, out / LOSS_CURVES)
 
-    try:  # configuration errors (bad settings, a refused resume, a folder that is not a run) name what is wrong
-        cfg, model_cfg = resolve(args)
-        out = Path(cfg.out)
-        trainer = Trainer(cfg, model_cfg, on_checkpoint=curves, prepare=lambda: prepare_out(out, args.overwrite))
-    except (ValueError, OSError) as err:
-        print(f"copa train: {err}", file=sys.stderr)
-        return 2
+    cfg, model_cfg = resolve(args)
+    out = Path(cfg.out)
+    trainer = Trainer(cfg, model_cfg, on_checkpoint=curves, prepare=lambda: prepare_out(out, args.overwrite))
     try:
         result = trainer.run()
     finally:

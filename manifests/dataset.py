@@ -129,9 +129,12 @@ def read_manifest(where, columns: list[str] | None = None, filesystem: pafs.File
     paths = [where] if isinstance(where, str | os.PathLike) else list(where)
     tables = []
     for path in paths:
-        pf = pq.ParquetFile(path, filesystem=filesystem) if filesystem else pq.ParquetFile(path)
-        check_manifest_schema(pf.schema_arrow, str(path))
-        tables.append(pf.read(columns=columns))
+        try:
+            pf = pq.ParquetFile(path, filesystem=filesystem) if filesystem else pq.ParquetFile(path)
+            check_manifest_schema(pf.schema_arrow, str(path))
+            tables.append(pf.read(columns=columns))
+        except (pa.ArrowInvalid, OSError) as err:  # truncated or not Parquet: name the file
+            raise ValueError(f"{path}: not a readable Parquet manifest ({err})") from err
     return (
         pa.concat_tables(tables) if tables else MANIFEST_SCHEMA.empty_table().select(columns or MANIFEST_SCHEMA.names)
     )
@@ -248,9 +251,17 @@ def write_sizes(root: str, sizes: dict[str, int], filesystem: pafs.FileSystem | 
     )
 
 
+def read_json(path: str, filesystem: pafs.FileSystem | None = None) -> object:
+    """A JSON file; malformed JSON is a ``ValueError`` that names the file."""
+    try:
+        return json.loads(read_text(path, filesystem))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON: {err}") from err
+
+
 def read_sizes(root: str, filesystem: pafs.FileSystem | None = None) -> dict[str, int]:
     path = f"{root}/{SIZES_FILE}"
-    sizes = json.loads(read_text(path, filesystem))
+    sizes = read_json(path, filesystem)
     if not isinstance(sizes, dict) or not all(isinstance(v, int) and v >= 0 for v in sizes.values()):
         raise ValueError(f"{path}: expected an object of shard name -> sample count")
     return sizes
@@ -263,7 +274,7 @@ def write_stats(root: str, stats: ShardStats, filesystem: pafs.FileSystem | None
 
 def read_stats(root: str, shard: str, filesystem: pafs.FileSystem | None = None) -> ShardStats:
     path = f"{root}/{shard_files(shard)['stats']}"
-    data = json.loads(read_text(path, filesystem))
+    data = read_json(path, filesystem)
     if data.get("schema_version") != SCHEMA_VERSION:
         raise ValueError(f"{path}: schema version {data.get('schema_version')!r}, this toolkit reads {SCHEMA_VERSION}")
     return ShardStats(**data)

@@ -67,8 +67,12 @@ def query_reader(
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
     fs, _, manifests = dataset_files(root)
-    for path in manifests:  # footers only: refuse another schema version, naming the file
-        check_manifest_schema(pq.read_schema(path, filesystem=fs), path)
+    for path in manifests:  # footers only: refuse another schema version or an unreadable file, naming the file
+        try:
+            schema = pq.read_schema(path, filesystem=fs)
+        except (pa.ArrowInvalid, OSError) as err:
+            raise ValueError(f"{path}: not a readable Parquet manifest ({err})") from err
+        check_manifest_schema(schema, path)
     schema = pa.schema([MANIFEST_SCHEMA.field(c) for c in columns])
     if not manifests:
         return pa.RecordBatchReader.from_batches(schema, [])

@@ -77,6 +77,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:  # an object other than tensors and plain containers: never unpickled
         raise ValueError(f"{path}: refused, it holds objects that only a full unpickle would build ({err})") from err
+    except (RuntimeError, EOFError, KeyError) as err:  # torch's errors for a truncated or foreign file
+        raise ValueError(f"{path}: not a readable checkpoint, truncated or another format ({err!r})") from err
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} is not a COPA training checkpoint (it holds a {type(state).__name__})")
     missing = {"model", "step", "config", "tokenizer"} - set(state)
     if missing:
         raise ValueError(f"{path} is not a COPA training checkpoint (missing {sorted(missing)})")

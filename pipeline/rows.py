@@ -139,6 +139,8 @@ def open_source_table(path: str) -> pq.ParquetFile:
         pf = pq.ParquetFile(path)
     except FileNotFoundError as err:
         raise FileNotFoundError(f"{path}: source manifest not found") from err
+    except pa.ArrowInvalid as err:
+        raise ValueError(f"{path}: not a readable Parquet file ({err})") from err
     version = (pf.schema_arrow.metadata or {}).get(b"copa_source_table_version")
     if version is None:
         raise ValueError(f"{path}: not a COPA source manifest (written by 'copa ingest')")

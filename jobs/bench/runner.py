@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from jobs.cli import job_errors
+
 REPO = Path(__file__).resolve().parents[2]
 
 BENCHMARKS = {
@@ -69,6 +71,7 @@ def usage() -> str:
     return "usage: copa bench <what> [options]\n\nbenchmarks:\n" + "\n".join(lines) + "\n"
 
 
+@job_errors("bench")
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -64,6 +65,6 @@ def test_counts_add_up(ingested: tuple[Path, str]) -> None:
     assert record["vg"]["merged"] > 0  # the synthetic corpus links some VG images to COCO
 
 
-def test_missing_config_names_the_file(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"nope\.yaml"):
-        ingest.main(["--config", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "x.parquet")])
+def test_missing_config_names_the_file(tmp_path: Path, capsys) -> None:
+    assert ingest.main(["--config", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "x.parquet")]) == 2
+    assert re.search(r"copa ingest: .*nope\.yaml: sources file not found", capsys.readouterr().err)

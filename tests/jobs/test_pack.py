@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -105,17 +106,20 @@ def test_rerun_resumes_with_nothing_to_do(packed: tuple[Path, Path, str]) -> Non
     assert before == {p.name: p.read_bytes() for p in out.iterdir() if not p.name.endswith("_stats.json")}
 
 
-def test_bad_arguments_name_the_setting(tmp_path: Path, packed: tuple[Path, Path, str]) -> None:
+def test_bad_arguments_name_the_setting(tmp_path: Path, packed: tuple[Path, Path, str], capsys) -> None:
     source, _, _ = packed
-    with pytest.raises(ValueError, match="samples_per_shard"):
-        pack.main(["--source", str(source), "--out", str(tmp_path / "x"), "--samples-per-shard", "0"])
+
+    def refused(*args: str) -> str:
+        assert pack.main(["--source", str(source), *args]) == 2
+        return capsys.readouterr().err
+
+    assert "samples_per_shard" in refused("--out", str(tmp_path / "x"), "--samples-per-shard", "0")
     (tmp_path / "pack.yaml").write_text("image: {quality: 3}\n")
-    with pytest.raises(ValueError, match=r"pack\.yaml: image: unknown settings"):
-        pack.main(["--source", str(source), "--out", str(tmp_path / "x"), "--config", str(tmp_path / "pack.yaml")])
+    assert re.search(r"pack\.yaml: image: unknown settings", refused("--out", str(tmp_path / "x"), "--config",
+                                                                     str(tmp_path / "pack.yaml")))  # fmt: skip
     (tmp_path / "stuff").mkdir()
     (tmp_path / "stuff" / "notes.txt").write_text("mine")
-    with pytest.raises(ValueError, match="not a pack output"):
-        pack.main(["--source", str(source), "--out", str(tmp_path / "stuff")])
+    assert "not a pack output" in refused("--out", str(tmp_path / "stuff"))
     assert (tmp_path / "stuff" / "notes.txt").read_text() == "mine"
 
 
