@@ -277,7 +277,7 @@ def ray_head(ray_tag: str, tmp_path: Path):
 def test_ray_job_submit(
     ray_head: tuple[str, dict], ray_tag: str, source: Path, reference: Path, tmp_path: Path
 ) -> None:
-    """DESIGN section 9 and the README's command: ``ray job submit --working-dir . --runtime-env
+    """DESIGN section 9 and the command in docs/pack.md: ``ray job submit --working-dir . --runtime-env
     jobs/runtime_env.yaml -- python -m jobs.pack ...`` on a running cluster. The upload leaves out the virtual
     environment and data (``.rayignore``); the job's log (what ``submit`` tails) shows one line per shard."""
     url, env = ray_head
