@@ -195,13 +195,7 @@ class COPA(nn.Module):
         mlm_ids_BT, mlm_labels_BT = mask_tokens(ids_BT, mask_BT, self.cfg.text, lc.mlm_prob)
         split = split_prefix(ids_BT, mask_BT, self.cfg.text)
 
-        with component("text_encoder.caption"):
-            text_BTD = self.text_encoder(ids_BT, mask_BT)
-        query_BD = self._query(self, text_BTD, mask_BT)
-        with component("vit_shared"):
-            shared_BND = self.vision.forward_shared(image)
-        with component("vit_tail.fusion"):
-            pos: VisionOutput = self.vision.forward_tail(shared_BND, query_BD)
+        text_BTD, query_BD, shared_BND, pos = self._text_aware(image, ids_BT, mask_BT)
         visual_BMD = pos.tokens
 
         # ITC
@@ -327,8 +321,11 @@ class COPA(nn.Module):
         visual = self._itc_image_tokens(self, self.vision.forward_shared(image), query_BD)
         return self._itc_image(self, visual)
 
-    def fused_states(self, image: Tensor, ids_BT: Tensor, mask_BT: Tensor) -> tuple[Tensor, VisionOutput]:
-        """Text encoder, text-aware ViT-TPD and fusion (the VQA-like forward): [B, T, D] and the vision output."""
+    def _text_aware(
+        self, image: Tensor, ids_BT: Tensor, mask_BT: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, VisionOutput]:
+        """The caption's text states [B, T, D] and detector query [B, D], the shared ViT blocks' tokens [B, N, D], and
+        the tail whose detectors that query drives."""
         with component("text_encoder.caption"):
             text_BTD = self.text_encoder(ids_BT, mask_BT)
         query_BD = self._query(self, text_BTD, mask_BT)
@@ -336,6 +333,11 @@ class COPA(nn.Module):
             shared_BND = self.vision.forward_shared(image)
         with component("vit_tail.fusion"):
             vis = self.vision.forward_tail(shared_BND, query_BD)
+        return text_BTD, query_BD, shared_BND, vis
+
+    def fused_states(self, image: Tensor, ids_BT: Tensor, mask_BT: Tensor) -> tuple[Tensor, VisionOutput]:
+        """Text encoder, text-aware ViT-TPD and fusion (the VQA-like forward): [B, T, D] and the vision output."""
+        text_BTD, _, _, vis = self._text_aware(image, ids_BT, mask_BT)
         with component("fusion"):
             return self.fusion(text_BTD, mask_BT, vis.tokens), vis
 
