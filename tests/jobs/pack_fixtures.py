@@ -37,6 +37,14 @@ def run_pack(source: Path, out: Path, *extra: str) -> str:
     return printed.getvalue()
 
 
+def refused_pack(source: Path, out: Path, *extra: str) -> str:
+    """``copa pack`` in this process that must refuse: exit status 2; returns what it wrote to stderr."""
+    said = io.StringIO()
+    with contextlib.redirect_stderr(said):
+        assert pack.main(pack_args(source, out, *extra)) == 2
+    return said.getvalue()
+
+
 # --- comparing outputs ----------------------------------------------------------------------------------------------
 
 

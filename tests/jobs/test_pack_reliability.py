@@ -39,6 +39,7 @@ from tests.jobs.pack_fixtures import (
     num_shards,
     pack_args,
     raylets,
+    refused_pack,
     run_pack,
     tagged_processes,
     temp_files,
@@ -134,8 +135,7 @@ class TestInProcess:
     def test_another_config_refuses_unless_overwrite(self, source: Path, reference: Path, tmp_path: Path) -> None:
         out = tmp_path / "pack"
         shutil.copytree(reference, out)
-        with pytest.raises(ValueError, match="another config"):
-            run_pack(source, out, "--jpeg-quality", "70")
+        assert "another config" in refused_pack(source, out, "--jpeg-quality", "70")
         assert_same_pack(out, reference)  # refused before touching anything
 
         run_pack(source, out, "--jpeg-quality", "70", "--overwrite")
@@ -159,8 +159,7 @@ class TestInProcess:
         edited["captions"] = [edited["captions"][0] + " edited", *edited["captions"][1:]]
         changed = tmp_path / "source.parquet"
         pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), changed)
-        with pytest.raises(ValueError, match="another source"):
-            run_pack(changed, out)
+        assert "another source" in refused_pack(changed, out)
         assert_same_pack(out, reference)  # refused before touching anything
 
 
