@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
-.PHONY: demo test lint format clean
+.PHONY: demo test lint format clean gpu-check
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/copa demo --out $(DEMO_OUT)
+
+# On a GPU machine: model benchmark on every CUDA device and 50 steps of base (skips cleanly without a GPU)
+gpu-check: $(STAMP)
+	$(BIN)/copa bench gpu
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -13,6 +13,9 @@ image got with its own caption, as ALBEF/mPLUG reuse image features, no extra ta
 with the negative pair's own text, as ``itm_score`` does at inference, one extra ViT tail per negative). The
 defaults are the cheap training step measured in ``model/copa.py``. Activation checkpointing
 (``grad_checkpointing``) is a setting of the image tower and of the text towers.
+
+Under DDP (``model/distributed.py``): ITC contrasts each pair with every rank's pairs (``itc_global_batch``), and ITM
+hard negatives come from the rank's own batch or from every rank's (``itm_negative_pool``, see ``docs/train.md``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from dataclasses import dataclass, field
 
 ITC_IMAGE_PATHS = ("cls_query", "text_query", "unpruned")
 ITM_NEGATIVES = ("requery", "reuse")
+NEGATIVE_POOLS = ("rank", "global")  # where ITM hard negatives are drawn from under DDP
 POOLS = ("cls", "mean")  # how a text becomes one vector: its [CLS] state or the mean over its tokens
 
 
@@ -161,6 +165,7 @@ class LossConfig:
     itc_queue_size: int = 0  # >0: ALBEF/mPLUG momentum encoders plus a feature queue of this length; 0: in-batch
     itc_momentum: float = 0.995  # EMA factor of the momentum encoders
     itc_distill_alpha: float = 0.4  # weight of the momentum model's soft targets (queue mode only)
+    itc_global_batch: bool = True  # under DDP, ITC contrasts each pair with every rank's pairs; False: this rank's
 
     def __post_init__(self) -> None:
         for name in ("w_itc", "w_itm", "w_mlm", "w_prefixlm", "w_pta"):
@@ -194,6 +199,7 @@ class COPAConfig:
     itc_image_path: str = "cls_query"  # "cls_query" | "text_query" (ablation: peeks at the text) | "unpruned"
     itm_negatives: str = "reuse"  # "reuse": a negative pair takes its image's tokens; "requery": its own text's
     itc_keep_ratio: float | None = 0.1  # "cls_query" path keeps this fraction (first detector); None: as fusion
+    itm_negative_pool: str = "rank"  # under DDP, hard negatives from this rank's batch or from every rank's ("global")
     itc_pool: str = "cls"  # ITC embeddings from the [CLS] tokens (ALBEF, pretrained towers) or token means ("mean")
     query_pool: str = "cls"  # the detector's text query from the [CLS] state (the paper) or the token mean ("mean")
 
@@ -209,6 +215,15 @@ class COPAConfig:
                 raise ValueError(f"COPAConfig.{name} must be one of {POOLS}, got {getattr(self, name)!r}")
         if self.itm_negatives not in ITM_NEGATIVES:
             raise ValueError(f"COPAConfig.itm_negatives must be one of {ITM_NEGATIVES}, got {self.itm_negatives!r}")
+        if self.itm_negative_pool not in NEGATIVE_POOLS:
+            raise ValueError(
+                f"COPAConfig.itm_negative_pool must be one of {NEGATIVE_POOLS}, got {self.itm_negative_pool!r}"
+            )
+        if self.itm_negative_pool == "global" and self.itm_negatives != "reuse":
+            raise ValueError(
+                'COPAConfig.itm_negative_pool "global" needs itm_negatives "reuse" (a re-queried negative would need '
+                "another rank's ViT tokens before the detector)"
+            )
         if self.itc_keep_ratio is not None and not 0.0 < self.itc_keep_ratio <= 1.0:
             raise ValueError(f"COPAConfig.itc_keep_ratio must lie in (0, 1], got {self.itc_keep_ratio}")
 

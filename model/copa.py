@@ -65,8 +65,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from model import distributed
 from model.config import COPAConfig
-from model.cost import component
+from model.cost import MOMENTUM, component
 from model.losses import (
     itc_loss,
     itm_loss,
@@ -198,7 +199,9 @@ class COPA(nn.Module):
         text_BTD, query_BD, shared_BND, pos = self._text_aware(image, ids_BT, mask_BT)
         visual_BMD = pos.tokens
 
-        # ITC
+        # ITC: each pair against the batch's pairs; in training under DDP, against every rank's (itc_global_batch)
+        rank, world_size = distributed.world() if self.training else (0, 1)
+        gather_itc = lc.itc_global_batch and world_size > 1
         if self._itc_needs_own_tail():
             with component("vit_tail.itc"):
                 itc_visual = self._itc_image_tokens(self, shared_BND, query_BD)
@@ -208,29 +211,24 @@ class COPA(nn.Module):
             img_BE = self._itc_image(self, itc_visual)
             txt_BE = self._itc_text(self, text_BTD, mask_BT)
         if self.momentum is not None:
-            with component("momentum"):
-                loss_itc = self._momentum_itc(image, ids_BT, mask_BT, img_BE, txt_BE, temp)
+            with component(MOMENTUM):
+                loss_itc = self._momentum_itc(image, ids_BT, mask_BT, img_BE, txt_BE, temp, gather_itc)
+        elif gather_itc:
+            img_CE, txt_CE = distributed.gather_with_grad(img_BE), distributed.gather_with_grad(txt_BE)
+            loss_itc = itc_loss(img_BE, txt_BE, temp, img_CE, txt_CE, offset=rank * B)
         else:
             loss_itc = itc_loss(img_BE, txt_BE, temp)
 
         # ITM: positives, then (image i, hard negative text), then (hard negative image, text i)
-        if B >= 2:
-            neg_text_B, neg_image_B = sample_hard_negatives((img_BE @ txt_BE.t() / temp).detach())
-            arange_B = torch.arange(B, device=ids_BT.device)
-            img_idx, txt_idx = torch.cat([arange_B, neg_image_B]), torch.cat([neg_text_B, arange_B])
-            if self.vision.prunes and self.cfg.itm_negatives == "requery":
-                with component("vit_tail.itm_negatives"):
-                    neg_visual = self.vision.forward_tail(shared_BND[img_idx], query_BD[txt_idx]).tokens
-            else:
-                neg_visual = visual_BMD[img_idx]
+        global_pool = self.cfg.itm_negative_pool == "global" and world_size > 1
+        if B * (world_size if global_pool else 1) >= 2:
+            texts, masks, visuals, from_other_ranks = self._itm_pairs(
+                (img_BE, txt_BE, temp), (text_BTD, mask_BT, visual_BMD), shared_BND, query_BD, global_pool
+            )
             with component("fusion.itm"):
-                fused_all = self.fusion(
-                    torch.cat([text_BTD, text_BTD[txt_idx]]),
-                    torch.cat([mask_BT, mask_BT[txt_idx]]),
-                    torch.cat([visual_BMD, neg_visual]),
-                )
-            fused_cls = fused_all[:, 0]
+                fused_cls = self.fusion(texts, masks, visuals)[:, 0]
         else:  # a single pair has no negative to contrast with; ITM sees the positive only
+            from_other_ranks = torch.zeros((), device=ids_BT.device)
             with component("fusion.itm"):
                 fused_cls = self.fusion(text_BTD, mask_BT, visual_BMD)[:, 0]
         with component("heads"):
@@ -273,11 +271,20 @@ class COPA(nn.Module):
             "temp": temp.detach(),
             "visual_tokens": torch.tensor(float(visual_BMD.shape[1]), **as_float),
             "itc_visual_tokens": torch.tensor(float(itc_visual.shape[1]), **as_float),
+            "itc_candidates": torch.tensor(float(B * (world_size if gather_itc else 1)), **as_float),
+            "itm_negatives_from_other_ranks": from_other_ranks.float(),
             "pta_samples": has_labels.float().sum().detach(),
         }
 
     def _momentum_itc(
-        self, image: Tensor, ids_BT: Tensor, mask_BT: Tensor, img_BE: Tensor, txt_BE: Tensor, temp: Tensor
+        self,
+        image: Tensor,
+        ids_BT: Tensor,
+        mask_BT: Tensor,
+        img_BE: Tensor,
+        txt_BE: Tensor,
+        temp: Tensor,
+        global_batch: bool,
     ) -> Tensor:
         m = self.momentum.towers
         with torch.no_grad():
@@ -288,10 +295,49 @@ class COPA(nn.Module):
             query_m = self._query(m, text_m_BTD, mask_BT) if self.cfg.itc_image_path == "text_query" else None
             img_m_BE = self._itc_image(m, self._itc_image_tokens(m, shared_m, query_m))
             txt_m_BE = self._itc_text(m, text_m_BTD, mask_BT)
-        loss = self.momentum.loss(img_BE, txt_BE, img_m_BE, txt_m_BE, temp)
-        if self.training:
-            self.momentum.enqueue(img_m_BE, txt_m_BE)
-        return loss
+        return self.momentum.loss(img_BE, txt_BE, img_m_BE, txt_m_BE, temp, global_batch)
+
+    def _itm_pairs(
+        self,
+        itc: tuple[Tensor, Tensor, Tensor],
+        fused_inputs: tuple[Tensor, Tensor, Tensor],
+        shared_BND: Tensor,
+        query_BD: Tensor,
+        global_pool: bool,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The fusion inputs of ITM: texts [3B, T, D], masks [3B, T] and visual tokens [3B, M, D] of the B positive
+        pairs, then (image i, a hard negative text), then (a hard negative image, text i), negatives drawn from the
+        ITC similarities (``itc`` = image and text embeddings, temperature) over this rank's batch or, with
+        ``global_pool``, every rank's (their text states and visual tokens gathered with gradients). Also returns
+        the fraction of negatives that came from another rank."""
+        img_BE, txt_BE, temp = itc
+        text_BTD, mask_BT, visual_BMD = fused_inputs
+        B = img_BE.shape[0]
+        offset = distributed.world()[0] * B if global_pool else 0
+        if global_pool:
+            img_CE, txt_CE = distributed.gather_all(img_BE.detach()), distributed.gather_all(txt_BE.detach())
+            text_BTD = distributed.pad_to_longest(text_BTD, 0.0)
+            mask_BT = distributed.pad_to_longest(mask_BT, 0)
+            text_pool, mask_pool = distributed.gather_with_grad(text_BTD), distributed.gather_all(mask_BT)
+            visual_pool = distributed.gather_with_grad(visual_BMD)
+        else:
+            img_CE, txt_CE = img_BE, txt_BE
+            text_pool, mask_pool, visual_pool = text_BTD, mask_BT, visual_BMD
+        sims = ((img_BE @ txt_CE.t() / temp).detach(), (txt_BE @ img_CE.t() / temp).detach())
+        neg_text_B, neg_image_B = sample_hard_negatives(*sims, offset=offset)
+        own_B = offset + torch.arange(B, device=img_BE.device)  # this rank's pairs among the candidates
+        if self.vision.prunes and self.cfg.itm_negatives == "requery":  # rank pool only (COPAConfig checks)
+            img_idx, txt_idx = torch.cat([own_B, neg_image_B]), torch.cat([neg_text_B, own_B])
+            with component("vit_tail.itm_negatives"):
+                neg_visual = self.vision.forward_tail(shared_BND[img_idx], query_BD[txt_idx]).tokens
+        else:
+            neg_visual = torch.cat([visual_BMD, visual_pool[neg_image_B]])
+        texts = torch.cat([text_BTD, text_pool[neg_text_B], text_BTD])
+        masks = torch.cat([mask_BT, mask_pool[neg_text_B], mask_BT])
+        visuals = torch.cat([visual_BMD, neg_visual])
+        negatives = torch.cat([neg_text_B, neg_image_B])
+        from_other_ranks = ((negatives < offset) | (negatives >= offset + B)).float().mean()
+        return texts, masks, visuals, from_other_ranks
 
     def _decode(
         self, visual_BMD: Tensor, prefix_ids: Tensor, prefix_mask: Tensor, decoder_ids: Tensor, decoder_mask: Tensor

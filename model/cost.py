@@ -33,6 +33,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
 OTHER = "other"
+MOMENTUM = "momentum"  # the momentum towers and queue (``model/momentum.py``)
 
 # PyTorch's counter knows the CUDA attention kernels but not the CPU one, so attention would count 0 on a CPU. The
 # CPU kernel takes (query, key, value, ...) and its backward (grad_out, query, key, value, ...), as the CUDA ones do.

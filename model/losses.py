@@ -38,11 +38,26 @@ from model.config import TextConfig
 IGNORE = -100  # target value that the token losses skip
 
 
-def itc_loss(img_BE: Tensor, txt_BE: Tensor, temp: Tensor) -> Tensor:
-    """In-batch symmetric InfoNCE over L2-normalized embeddings; pair i is the positive of row i."""
-    sim_BB = img_BE @ txt_BE.t() / temp
-    target_B = torch.arange(sim_BB.shape[0], device=sim_BB.device)
-    return (F.cross_entropy(sim_BB, target_B) + F.cross_entropy(sim_BB.t(), target_B)) / 2
+def itc_loss(
+    img_BE: Tensor,
+    txt_BE: Tensor,
+    temp: Tensor,
+    img_CE: Tensor | None = None,
+    txt_CE: Tensor | None = None,
+    offset: int = 0,
+) -> Tensor:
+    """Symmetric InfoNCE over L2-normalized embeddings: each of the B local pairs against the C candidates
+    ``img_CE`` / ``txt_CE`` (default: the local pairs), its own pair sitting at candidate ``offset + i``.
+
+    Under DDP the candidates are every rank's embeddings (``model.distributed.gather_with_grad``) and the loss is a
+    mean over the local rows, so DDP's gradient average over W ranks equals the gradient of one process holding the
+    W * B pairs."""
+    img_CE = img_BE if img_CE is None else img_CE
+    txt_CE = txt_BE if txt_CE is None else txt_CE
+    target_B = offset + torch.arange(img_BE.shape[0], device=img_BE.device)
+    loss_i2t = F.cross_entropy(img_BE @ txt_CE.t() / temp, target_B)
+    loss_t2i = F.cross_entropy(txt_BE @ img_CE.t() / temp, target_B)
+    return (loss_i2t + loss_t2i) / 2
 
 
 def soft_contrastive_loss(sim_i2t: Tensor, sim_t2i: Tensor, target_i2t: Tensor, target_t2i: Tensor) -> Tensor:
@@ -53,18 +68,20 @@ def soft_contrastive_loss(sim_i2t: Tensor, sim_t2i: Tensor, target_i2t: Tensor, 
 
 
 @torch.no_grad()
-def sample_hard_negatives(sim_i2t_BB: Tensor) -> tuple[Tensor, Tensor]:
-    """One negative text per image and one negative image per text, drawn with softmax(similarity) weights.
+def sample_hard_negatives(sim_i2t_BC: Tensor, sim_t2i_BC: Tensor, offset: int = 0) -> tuple[Tensor, Tensor]:
+    """One negative text per image and one negative image per text, drawn with softmax(similarity) weights from
+    the C candidates, the positive (candidate ``offset + i`` of row i) excluded.
 
-    Returns ``(neg_text_B, neg_image_B)``. Needs B >= 2.
+    Returns ``(neg_text_B, neg_image_B)``, indices into the candidates. Needs C >= 2.
     """
-    B = sim_i2t_BB.shape[0]
-    if B < 2:
+    B, C = sim_i2t_BC.shape
+    if C < 2:
         raise ValueError("ITM hard negatives need a batch of at least 2 pairs")
-    eye_BB = torch.eye(B, dtype=torch.bool, device=sim_i2t_BB.device)
+    positive_BC = torch.zeros(B, C, dtype=torch.bool, device=sim_i2t_BC.device)
+    positive_BC[torch.arange(B), offset + torch.arange(B)] = True
     # The small floor keeps every non-positive drawable when the softmax underflows (a very sharp temperature).
-    w_i2t = (sim_i2t_BB.float().softmax(dim=1) + 1e-6).masked_fill(eye_BB, 0.0)
-    w_t2i = (sim_i2t_BB.t().float().softmax(dim=1) + 1e-6).masked_fill(eye_BB, 0.0)
+    w_i2t = (sim_i2t_BC.float().softmax(dim=1) + 1e-6).masked_fill(positive_BC, 0.0)
+    w_t2i = (sim_t2i_BC.float().softmax(dim=1) + 1e-6).masked_fill(positive_BC, 0.0)
     return torch.multinomial(w_i2t, 1).squeeze(1), torch.multinomial(w_t2i, 1).squeeze(1)
 
 

@@ -5,7 +5,8 @@
   two layers each for the text encoder, fusion and decoder; learns within minutes on two cores.
 - ``base``: the paper's sizes. The ViT-B/16 CLIP image tower (timm ``vit_base_patch16_clip_224``, position
   embeddings resampled to 256 px, random init unless ``vision.checkpoint`` names a local file) with the detector
-  before block 3, and BERT-base text towers split as in mPLUG: 6 text + 6 fusion layers, a 12-layer decoder.
+  before block 3, and BERT-base text towers split as in mPLUG: 6 text + 6 fusion layers, a 12-layer decoder;
+  mPLUG's contrastive recipe: momentum towers and a queue of 65,536 features (momentum 0.995, distillation 0.4).
 
 The small presets use the special-token layout of a WordPiece vocabulary trained with the ``tokenizers`` library
 and the special tokens listed first: [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4. The base preset uses BERT's
@@ -21,7 +22,8 @@ objectness; with the mean query the demo's PTA loss ends at 0.32 instead of 0.36
 
 Keep ratio and layer: the paper states neither. ``base`` keeps 0.5 of the patches before block 3, its retrieval
 path 0.1 (``itc_keep_ratio``), and reuses each image's tokens for the ITM negatives: counted per sample at 256 px,
-its training step costs x0.71 the FLOPs and x0.73 the activation bytes of the same model at keep ratio 1.0, where
+its training step costs x0.71 the FLOPs and x0.73 the activation bytes of the same model at keep ratio 1.0 (x0.66
+and x0.73 with the momentum recipe, whose towers prune too), where
 detecting before block 6 with a full-size retrieval tail and re-queried negatives cost more than the unpruned model
 (``model/copa.py`` has the accounting and the alternatives; ``copa bench model`` measures them). The demo's
 held-out detector recall is 0.81 at keep 0.5 and 0.66 at 0.3.
@@ -113,7 +115,9 @@ def base() -> COPAConfig:
         max_position_embeddings=512,
         dropout=0.1,
     )
-    return COPAConfig(vision=vision, text=text, loss=LossConfig(), embed_dim=256)
+    # mPLUG's (and ALBEF's) contrastive recipe: momentum towers, a 65,536-feature queue, distillation weight 0.4
+    loss = LossConfig(itc_queue_size=65_536, itc_momentum=0.995, itc_distill_alpha=0.4)
+    return COPAConfig(vision=vision, text=text, loss=loss, embed_dim=256)
 
 
 PRESETS = {"tiny": tiny, "small": small, "base": base}

@@ -275,7 +275,12 @@ class Trainer:
         self.ddp = None
         if self.dist.world_size > 1:
             cuda = self.dist.device.type == "cuda"
-            self.ddp = DistributedDataParallel(self.model, device_ids=[self.dist.local_rank] if cuda else None)
+            # No buffer broadcast: the only buffers that change are the momentum queues, which every rank fills
+            # with the same gathered features (model/momentum.py); at ``base`` broadcasting them would send
+            # 128 MiB from rank 0 every step.
+            self.ddp = DistributedDataParallel(
+                self.model, device_ids=[self.dist.local_rank] if cuda else None, broadcast_buffers=False
+            )
 
     # ---- set-up ---------------------------------------------------------------------------------------------
 
@@ -418,18 +423,24 @@ class Trainer:
         self.log(
             f"{self.dist.world_size} process(es) on {self.dist.device}, {'bf16' if self.bf16 else 'fp32'}; "
             f"{len(self.train_urls)} training shards ({len(self.holdout_urls)} held out), about "
-            f"{self.steps_per_epoch} steps per epoch; steps {start} -> {self.total_steps}"
+            f"{self.steps_per_epoch} steps per epoch; steps {start} -> {self.total_steps}; global batch "
+            f"{cfg.batch_size * cfg.accum * self.dist.world_size} pairs at peak lr {cfg.lr:g}"
         )
         bar_on = self.dist.main and cfg.progress and sys.stderr.isatty()
         bar = tqdm(total=self.total_steps, initial=start, disable=not bar_on, desc="train", unit="step")
         batches = self.batches()
         window: dict[str, torch.Tensor] = {}
         window_steps, window_start, nonfinite_in_a_row, skipped_total = 0, time.perf_counter(), 0, 0
+        data_wait = 0.0  # seconds of the window spent waiting for the loader (the GPU idles meanwhile: the
+        # optimizer step synchronises, so the next batch is fetched only after the device has finished)
         last: dict = {}
         while self.step < self.total_steps:
             sums: dict[str, torch.Tensor] = {}
             for micro in range(cfg.accum):
-                out = self.forward_backward(next(batches), sync=micro == cfg.accum - 1)
+                wait_start = time.perf_counter()
+                batch = next(batches)
+                data_wait += time.perf_counter() - wait_start
+                out = self.forward_backward(batch, sync=micro == cfg.accum - 1)
                 for k, v in out.items():
                     sums[k] = sums.get(k, 0) + v / cfg.accum
             stepped, norm = self.optimizer_step(sums["loss"])
@@ -444,9 +455,10 @@ class Trainer:
                 window_steps += 1
             bar.update(1)
             if self.step % cfg.log_every == 0 or self.step == self.total_steps:
-                last = self._log_window(window, window_steps, time.perf_counter() - window_start, norm, skipped_total)
+                seconds = time.perf_counter() - window_start
+                last = self._log_window(window, window_steps, seconds, norm, skipped_total, data_wait)
                 bar.set_postfix(loss=f"{last.get('loss', float('nan')):.3f}", pta=f"{last.get('loss_pta', 0):.3f}")
-                window, window_steps, window_start = {}, 0, time.perf_counter()
+                window, window_steps, window_start, data_wait = {}, 0, time.perf_counter(), 0.0
             if self.step % cfg.ckpt_every == 0 or self.step == self.total_steps:
                 self.save()
         bar.close()
@@ -456,18 +468,29 @@ class Trainer:
             "checkpoint": str(checkpoint_path(self.out, self.step)),
         }
 
-    def _log_window(self, window: dict, steps: int, seconds: float, norm: float, skipped: int) -> dict:
+    def _log_window(self, window: dict, steps: int, seconds: float, norm: float, skipped: int, wait: float) -> dict:
+        """One metrics line: losses and diagnostics averaged over the window and the ranks; throughput, the fraction
+        of time spent waiting for data (loader starvation), and on CUDA the peak memory allocated (max over ranks)."""
+        device = self.dist.device
         names = sorted(window)
-        values = self.dist.mean(torch.stack([window[k] for k in names]) / max(1, steps)) if names else []
+        per_step = [window[k] / max(1, steps) for k in names]
+        values = self.dist.mean(torch.stack([*per_step, torch.tensor(wait / max(seconds, 1e-9), device=device)]))
+        if device.type == "cuda":
+            peak = torch.tensor(float(torch.cuda.max_memory_allocated(device)), device=device)
+            if self.dist.world_size > 1:
+                dist.all_reduce(peak, op=dist.ReduceOp.MAX)
         samples = steps * self.cfg.batch_size * self.cfg.accum * self.dist.world_size
         line = {"step": self.step, "epoch": self.loader.epoch, "lr": self.scheduler.get_last_lr()[0]}
-        line |= {k: round(float(v), 6) for k, v in zip(names, values, strict=True)}
+        line |= {k: round(float(v), 6) for k, v in zip(names, values[:-1], strict=True)}
         line |= {
             "grad_norm": round(norm, 4),
             "samples_per_s": round(samples / max(seconds, 1e-9), 2),
+            "data_wait_frac": round(float(values[-1]), 4),
             "skipped_steps": skipped,
             "loader_skipped": self.loader.stats.num_skipped,
         }
+        if device.type == "cuda":
+            line["peak_mem_gib"] = round(float(peak) / 2**30, 3)
         if self.dist.main:
             with open(self.out / METRICS_FILE, "a", encoding="utf-8") as f:
                 f.write(json.dumps(line) + "\n")

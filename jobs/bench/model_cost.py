@@ -12,7 +12,11 @@ fusion) are counted
   and activation checkpointing (vision, text, all) at the preset's own layer and keep ratio.
 
 A sample costs the same in every batch (the batch only repeats it), so the counts run on a small random batch and
-are divided by its size.
+are divided by its size. One exception: with a momentum queue (``base``) what the momentum component saves for
+backward is the two candidate matrices, queue included (2 x E x (Q + B) floats, 128 MiB at ``base``), a per-step
+constant that divided by a batch of 2 would read as 64 MiB per sample; it is reported per step
+(``momentum_saved_mib_per_step``) and left out of the per-sample bytes. The momentum towers' FLOPs (no gradients)
+are per sample and stay in.
 """
 
 from __future__ import annotations
@@ -101,10 +105,12 @@ def count_grid(model: COPA, rows: list[dict], batch: dict) -> None:
         configure(model, c)
         torch.manual_seed(0)  # the same masking, prefix split and negatives in every setting
         counted = count_row(model, c, batch)
+        per_step = counted.saved_bytes.pop(cost.MOMENTUM, 0) if c["mode"] == "train" else 0
         c["gflops"] = counted.total_flops / B / 1e9
         c["saved_mib"] = counted.total_saved_bytes / B / 2**20
         c["gflops_by_component"] = {k: v / B / 1e9 for k, v in sorted(counted.flops.items())}
         c["saved_mib_by_component"] = {k: v / B / 2**20 for k, v in sorted(counted.saved_bytes.items())}
+        c["momentum_saved_mib_per_step"] = per_step / 2**20
     model.set_detection(base_cfg.vision.detect_layers, base_cfg.vision.keep_ratios)
     model.set_checkpointing(base_cfg.vision.grad_checkpointing, base_cfg.text.grad_checkpointing)
     model.cfg = base_cfg
@@ -184,6 +190,13 @@ def cost_summary(rows: list[dict], default_layer: int, default_keep: float) -> l
         worst = max(at, key=lambda r: max(r["flops_over_ideal"], r["saved_over_ideal"]), default=None)
         if own:
             r = own[0]
+            if r["momentum_saved_mib_per_step"]:
+                mom = r["gflops_by_component"].get(cost.MOMENTUM, 0.0)
+                lines.append(
+                    f"bench model cost train {size}px: the momentum towers and queue cost {mom:.1f} GFLOPs per "
+                    f"sample ({100 * mom / r['gflops']:.1f}% of the default step) and save "
+                    f"{r['momentum_saved_mib_per_step']:.0f} MiB per step for backward whatever the batch"
+                )
             lines.append(
                 f"bench model cost train {size}px: the default ({label(r)}) costs x{r['flops_ratio']:.3f} the "
                 f"unpruned step's FLOPs and x{r['saved_ratio']:.3f} its saved bytes; ITC path + ITM negatives add "

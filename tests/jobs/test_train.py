@@ -101,4 +101,5 @@ def test_torchrun_two_processes_on_cpu(small_corpus, tmp_path):
     assert {json.loads(p)["epoch"] for p in state["loader"]} == {0}
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [1, 2, 3]  # rank 0 alone writes
+    assert all(r["itc_candidates"] == 16 for r in lines)  # ITC over both ranks' batches of 8
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in lines)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from model.config import COPAConfig, LossConfig, TextConfig, VisionConfig, keep_count
-from model.copa import COPA
+from model.copa import COPA, ITC_TOWERS
 from model.presets import base, small, tiny
 from model.utils import seed_everything
 
@@ -169,6 +169,24 @@ def test_presets_are_valid_and_consistent():
     assert (base().text.text_layers, base().text.fusion_layers, base().text.decoder_layers) == (6, 6, 12)
 
 
+@pytest.mark.slow
+def test_base_builds_with_the_mplug_contrastive_recipe():
+    """Momentum towers (frozen EMA copies of the ITC towers) and a 65,536-feature queue per modality, as mPLUG
+    pretrains; everything else stays trainable."""
+    cfg = base()
+    assert (cfg.loss.itc_queue_size, cfg.loss.itc_momentum, cfg.loss.itc_distill_alpha) == (65_536, 0.995, 0.4)
+    model = COPA(cfg)
+    m = model.momentum
+    assert m.image_queue.shape == m.text_queue.shape == (cfg.embed_dim, 65_536)
+    assert sorted(m.towers) == sorted(ITC_TOWERS)
+    for name in ITC_TOWERS:
+        online, copy = getattr(model, name), m.towers[name]
+        assert [p.shape for p in copy.parameters()] == [p.shape for p in online.parameters()]
+        assert not any(p.requires_grad for p in copy.parameters())
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {n for n, _ in model.named_parameters() if not n.startswith("momentum.")}
+
+
 @pytest.mark.parametrize(
     ("make", "field"),
     [
@@ -190,6 +208,8 @@ def test_presets_are_valid_and_consistent():
         (lambda: LossConfig(itc_queue_size=-1), "itc_queue_size"),
         (lambda: COPAConfig(itc_image_path="peek"), "itc_image_path"),
         (lambda: COPAConfig(itm_negatives="none"), "itm_negatives"),
+        (lambda: COPAConfig(itm_negative_pool="world"), "itm_negative_pool"),
+        (lambda: COPAConfig(itm_negative_pool="global", itm_negatives="requery"), "itm_negatives"),
         (lambda: COPAConfig(itc_keep_ratio=0.0), "itc_keep_ratio"),
         (lambda: COPAConfig(embed_dim=0), "embed_dim"),
         (lambda: COPAConfig(query_pool="max"), "query_pool"),

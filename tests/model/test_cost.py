@@ -120,3 +120,20 @@ def test_activation_checkpointing_gives_the_same_losses_and_gradients_for_less_m
     assert grads > 50
     assert ckpt_cost.total_saved_bytes < plain_cost.total_saved_bytes
     assert ckpt_cost.total_flops > plain_cost.total_flops  # the recomputed forward
+
+
+def test_the_momentum_queue_saves_its_candidate_matrices_for_backward(make_batch):
+    """The momentum towers run without gradients: all the momentum component saves is the two [E, B + Q] candidate
+    matrices the online embeddings are multiplied with, plus a few [B, B + Q] similarity and target rows. The bench
+    reports it per step, since the queue part does not grow with the batch."""
+    seed_everything(0)
+    Q, B = 1024, 4
+    cfg = tiny()
+    cfg = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, itc_queue_size=Q))
+    model = COPA(cfg).train()
+    batch = make_batch(cfg, num=B)
+    counted = cost.count(lambda: model(batch)["loss"].backward(), model)
+    E, K = cfg.embed_dim, Q + B
+    candidates = 2 * E * K * F32
+    assert candidates <= counted.saved_bytes[cost.MOMENTUM] <= candidates + 8 * B * K * F32
+    assert counted.flops[cost.MOMENTUM] > 0  # the momentum towers' forward

@@ -106,10 +106,39 @@ def test_hard_negatives_never_pick_the_positive():
     seed_everything(0)
     sim = torch.randn(6, 6) * 10
     for _ in range(50):
-        neg_text, neg_image = sample_hard_negatives(sim)
+        neg_text, neg_image = sample_hard_negatives(sim, sim.t())
         assert torch.all(neg_text != torch.arange(6)) and torch.all(neg_image != torch.arange(6))
     with pytest.raises(ValueError, match="at least 2"):
-        sample_hard_negatives(torch.zeros(1, 1))
+        sample_hard_negatives(torch.zeros(1, 1), torch.zeros(1, 1))
+
+
+def test_hard_negatives_over_every_ranks_candidates_skip_the_positive_at_its_offset():
+    seed_everything(0)
+    sim_i2t, sim_t2i = torch.zeros(4, 12), torch.zeros(4, 12)  # rank 1 of 3, 4 pairs each: positives at 4..7
+    drawn_text, drawn_image = set(), set()
+    for _ in range(200):
+        neg_text, neg_image = sample_hard_negatives(sim_i2t, sim_t2i, offset=4)
+        assert torch.all(neg_text != 4 + torch.arange(4)) and torch.all(neg_image != 4 + torch.arange(4))
+        drawn_text |= set(neg_text.tolist())
+        drawn_image |= set(neg_image.tolist())
+    assert drawn_text == drawn_image == set(range(12))  # every rank's pairs, each a negative of some row
+    sim_i2t[:, 10] = 50.0  # one much closer candidate on another rank is drawn almost always
+    assert (sample_hard_negatives(sim_i2t, sim_t2i, offset=4)[0] == 10).all()
+
+
+def test_itc_over_gathered_candidates_averages_to_the_whole_batch_loss():
+    """Two ranks' losses (their own rows against all 2B candidates) average to the one-process loss over 2B pairs:
+    the identity DDP's gradient average relies on."""
+    seed_everything(0)
+    img, txt = F.normalize(torch.randn(8, 16), dim=-1), F.normalize(torch.randn(8, 16), dim=-1)
+    temp = torch.tensor(0.1)
+    per_rank = [itc_loss(img[r * 4 : r * 4 + 4], txt[r * 4 : r * 4 + 4], temp, img, txt, offset=r * 4) for r in (0, 1)]
+    torch.testing.assert_close((per_rank[0] + per_rank[1]) / 2, itc_loss(img, txt, temp))
+    sim = img @ txt.t() / temp  # by hand: the mean of the row and column log-softmax at the diagonal
+    by_hand = -(sim.log_softmax(1).diagonal().mean() + sim.log_softmax(0).diagonal().mean()) / 2
+    torch.testing.assert_close(itc_loss(img, txt, temp), by_hand)
+    local = [itc_loss(img[r * 4 : r * 4 + 4], txt[r * 4 : r * 4 + 4], temp) for r in (0, 1)]
+    assert abs((local[0] + local[1]) / 2 - itc_loss(img, txt, temp)) > 0.1  # per-rank ITC is another loss
 
 
 def test_itc_is_low_for_aligned_and_high_for_shuffled_embeddings():
