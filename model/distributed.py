@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_nn
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -33,12 +32,33 @@ def gather_all(x_B: Tensor) -> Tensor:
     return torch.cat(parts, dim=0)
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """All-gather along dim 0 whose backward sums every rank's gradient for this rank's slice (a reduce-scatter).
+    Written here because ``torch.distributed.nn.functional.all_gather`` is deprecated (torch 2.14) in favour of a
+    private module; this uses only the public ``all_gather_into_tensor`` and ``reduce_scatter_tensor``, which nccl
+    and gloo both implement."""
+
+    @staticmethod
+    def forward(ctx, x_B: Tensor) -> Tensor:
+        x_B = x_B.contiguous()
+        out_C = x_B.new_empty((world()[1] * x_B.shape[0], *x_B.shape[1:]))
+        dist.all_gather_into_tensor(out_C, x_B)
+        return out_C
+
+    @staticmethod
+    def backward(ctx, grad_C: Tensor) -> Tensor:
+        grad_C = grad_C.contiguous()
+        grad_B = grad_C.new_empty((grad_C.shape[0] // world()[1], *grad_C.shape[1:]))
+        dist.reduce_scatter_tensor(grad_B, grad_C, op=dist.ReduceOp.SUM)
+        return grad_B
+
+
 def gather_with_grad(x_B: Tensor) -> Tensor:
     """``x`` of every rank concatenated along dim 0 [C, ...]; in backward each rank's slice receives the gradients
     of every rank's loss (summed), so a loss computed from the gathered tensor trains all ranks' inputs."""
     if world()[1] == 1:
         return x_B
-    return torch.cat(dist_nn.all_gather(x_B), dim=0)
+    return _GatherWithGrad.apply(x_B)
 
 
 def pad_to_longest(x_BT: Tensor, value: float) -> Tensor:
