@@ -5,6 +5,7 @@
                         [--checkpoint runs/demo]
     copa inspect shards --where "source = 'vg' AND num_captions > 40" [--columns key,captions] [--limit 20]
                         [--format table|csv|parquet] [--output rows.parquet]
+    copa inspect shards --export manifest.parquet
 
 Prints samples and image bytes per source, rejected rows by reason, captions per image, the share of captions
 that name at least one box, the distribution of the positive-patch fraction and of caption lengths, the shards and
@@ -18,7 +19,9 @@ shown: PTA labels | detector scores | kept patches of that model (the paper's Fi
 column (``manifests/schema.py``), list functions included (``list_max(pos_fraction) > 0.5``). Tables show the
 first ``--limit`` rows (default 20; 0 for all); CSV (list columns as JSON text) and Parquet get every matching row
 unless ``--limit`` says otherwise, streamed to ``--output`` (CSV also to stdout). ``DATASET`` is a local folder or
-a pyarrow filesystem URI (``s3://bucket/shards``).
+a pyarrow filesystem URI (``s3://bucket/shards``). ``--export FILE`` writes every row and column of every manifest
+as one Parquet file (streamed, renamed into place when complete), for engines that read one file or a folder of
+Parquet only.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from manifests import pictures
 from manifests.inspect import format_summary, load_samples, sample_keys, summarize
 from manifests.query import DEFAULT_COLUMNS, csv_schema, flat_for_csv, format_table, query_reader
 from manifests.samples import Sample
+from manifests.schema import MANIFEST_SCHEMA
 
 TABLE_LIMIT = 20  # rows a table shows unless --limit says otherwise
 DETECTOR_CAPTIONS = 3  # detector panels per sample: the captions its sample panel shows
@@ -60,7 +64,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "table, all for csv and parquet)")  # fmt: skip
     q.add_argument("--format", choices=("table", "csv", "parquet"), default="table", help="(default: %(default)s)")
     q.add_argument("--output", metavar="FILE", help="write the rows here instead of stdout (required for parquet)")
-    return p.parse_args(argv)
+    q.add_argument("--export", metavar="FILE", help="every manifest row and column as one Parquet file, for any engine "
+                   "(= --where true --columns ALL --format parquet --output FILE)")  # fmt: skip
+    args = p.parse_args(argv)
+    if args.export:
+        given = [f"--{n}" for n in ("where", "columns", "limit", "output") if getattr(args, n) is not None]
+        if given or args.format != "table":
+            raise ValueError(f"--export writes every row and column as Parquet; drop {', '.join(given) or '--format'}")
+        args.where, args.columns, args.format, args.output = (
+            "true",
+            ",".join(MANIFEST_SCHEMA.names),
+            "parquet",
+            args.export,
+        )
+    return args
 
 
 def check_args(args: argparse.Namespace) -> None:

@@ -7,7 +7,8 @@ A sample is one *image* with all its captions. In a shard it is a group of adjac
 
     <key>.jpg      the stored image (shorter side capped at pack time)
     <key>.json     SampleMeta: captions, source, sizes, normalized boxes, per-caption relevance
-    <key>.pta.npy  uint8 [num_captions, G, G] patch coverage of each caption's relevant boxes (only with boxes)
+    <key>.pta.npy  uint8 [num_captions, G, G] patch coverage of each caption's relevant boxes; [0, G, G] for an
+                   image without boxes, so that every sample carries the same members (schema version 2)
     <key>.txt      the first caption, so CLIP-style WebDataset readers work on our shards unchanged
 
 Keys are ``<source>-<id>``: the source is lower-case ``[a-z][a-z0-9_]*`` (no dash, so the first dash splits the
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: every sample has pta.npy (empty [0, G, G] without boxes); 1: pta.npy only with boxes
 
 KEY_RE = re.compile(r"^(?P<source>[a-z][a-z0-9_]*)-(?P<id>[A-Za-z0-9_-]+)$")
 SOURCE_RE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -34,7 +35,7 @@ META_EXT = "json"
 PTA_EXT = "pta.npy"
 TEXT_EXT = "txt"
 MEMBER_EXTS = (IMAGE_EXT, META_EXT, PTA_EXT, TEXT_EXT)
-REQUIRED_EXTS = (IMAGE_EXT, META_EXT, TEXT_EXT)
+REQUIRED_EXTS = MEMBER_EXTS  # every sample carries every member
 
 STATUS_OK = "ok"
 

@@ -13,9 +13,12 @@ No Ray here: ``jobs/pack.py`` maps ``ShardPacker`` onto Ray Data, and tests call
   counted, and caption box indices are renumbered. If the annotated size has another aspect ratio than the
   decoded image (width and height swapped, a different file under the same name), boxes would land in the wrong
   place: a row with boxes is then rejected as ``size_mismatch``; without boxes, it does not matter.
-- **Per shard.** Rows are written in plan order; the tar and the manifest go to temporary names and are renamed
-  when complete, then the stats file, the done-marker, is written last (``manifests.dataset``). The same rows and
-  config give the same bytes, whichever worker runs the shard and however often it is retried.
+- **Per shard.** Rows are written in plan order, except that the first sample with a grounded caption leads
+  (``grounded_first``, for readers that type columns from a shard's first samples); every sample carries the same
+  members (an image without boxes stores an empty ``[0, G, G]`` grid). The tar and the manifest go to temporary
+  names and are renamed when complete, then the stats file, the done-marker, is written last
+  (``manifests.dataset``). The same rows and config give the same bytes, whichever worker runs the shard and however
+  often it is retried.
 """
 
 from __future__ import annotations
@@ -133,6 +136,16 @@ def source_location(row: dict) -> str:
     return location + (f"::{row['image_member']}" if row.get("image_member") else "")
 
 
+def grounded_first(rows: list[dict]) -> list[dict]:
+    """``rows`` in plan order, except that the first one with a caption grounded to a box leads the shard.
+
+    Hugging Face ``datasets`` types every column from the first five samples of the first shard; a web sample's
+    empty ``boxes`` and ``relevant`` lists carry no element type, so a shard that opens with web samples could not
+    be loaded there. One grounded sample in front types them all. Still a function of the rows alone."""
+    first = next((i for i, row in enumerate(rows) if any(rel["boxes"] for rel in row["relevant"])), None)
+    return rows if not first else [rows[first], *rows[:first], *rows[first + 1 :]]
+
+
 def make_sample(row: dict, image: StoredImage, geometry: Geometry, box_drops: Counter) -> Sample:
     """The stored sample of a source row whose image was processed; raises ``ImageError`` on ``size_mismatch``."""
     width, height = row["width"] or image.orig_width, row["height"] or image.orig_height
@@ -208,10 +221,10 @@ class ShardPacker:
         name = shard_name(index)
         files = shard_files(name)
         hashes = key_hashes([r["key"] for r in rows]).tolist()
-        rows = [rows[i] for i in sorted(range(len(rows)), key=lambda i: (hashes[i], rows[i]["key"]))]
+        rows = grounded_first([rows[i] for i in sorted(range(len(rows)), key=lambda i: (hashes[i], rows[i]["key"]))])
         tmp = {kind: f"{self.root}/{files[kind]}.tmp-{uuid.uuid4().hex}" for kind in ("tar", "manifest")}
         manifest, rejected, box_drops = [], Counter(), Counter()
-        with self.fs.open_output_stream(tmp["tar"]) as f, ShardWriter(f) as writer:
+        with self.fs.open_output_stream(tmp["tar"]) as f, ShardWriter(f, self.config.geometry.grid) as writer:
             for i, row in enumerate(rows):
                 if i == len(rows) // 2:
                     _maybe_kill_for_test()

@@ -168,9 +168,9 @@ def describe(urls: list[str]) -> tuple[dict, list[str], list[dict]]:
         captions += meta["captions"]
         sources[meta["source"]] += 1
         sizes.append((meta["width"], meta["height"]))
-        if "pta.npy" in raw:
-            boxed += 1
-            grids[int(np.load(io.BytesIO(raw["pta.npy"])).shape[-1])] += 1
+        pta_shape = np.load(io.BytesIO(raw["pta.npy"])).shape  # [0, G, G] for an image without boxes
+        grids[int(pta_shape[-1])] += 1
+        boxed += pta_shape[0] > 0
         if len(first) < STAGE_SAMPLES:
             first.append(raw)
     if len(grids) > 1:

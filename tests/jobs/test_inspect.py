@@ -28,7 +28,7 @@ def from_the_shards(root) -> dict:
         entry[0] += 1
         entry[1] += len(sample["jpg"])
         captions_per_image.append(len(meta["captions"]))
-        pta = decode_pta(sample["pta.npy"]) if "pta.npy" in sample else None
+        pta = decode_pta(sample["pta.npy"])
         for c, rel in enumerate(meta["relevant"]):
             relevant.append(len(rel["boxes"]))
             if rel["boxes"]:

@@ -59,7 +59,7 @@ def write_dataset(root, samples_per_shard: list[list[Sample]]) -> list[str]:
     sizes = {}
     for s, samples in enumerate(samples_per_shard):
         name = f"{s:06d}.tar"
-        with open(root / name, "wb") as f, ShardWriter(f) as writer:
+        with open(root / name, "wb") as f, ShardWriter(f, GRID) as writer:
             for sample in samples:
                 writer.write(sample)
         sizes[name] = len(samples)

@@ -220,11 +220,11 @@ def test_a_shard_reads_back_with_webdataset_and_tar(source: Path, tmp_path: Path
     dataset = wds.WebDataset(str(tmp_path / "000000.tar"), shardshuffle=False).decode("pil")
     seen = 0
     for sample in dataset:
-        assert {"jpg", "json", "txt"} <= set(sample)
+        assert set(sample) - {"__key__", "__url__", "__local_path__"} == {"jpg", "json", "pta.npy", "txt"}
         assert sample["txt"] == sample["json"]["captions"][0]
         assert sample["jpg"].size == (sample["json"]["width"], sample["json"]["height"])  # PIL image
-        if "pta.npy" in sample:
-            assert np.array_equal(sample["pta.npy"], decode_pta(_member(tmp_path, f"{sample['__key__']}.pta.npy")))
+        assert np.array_equal(sample["pta.npy"], decode_pta(_member(tmp_path, f"{sample['__key__']}.pta.npy")))
+        assert sample["pta.npy"].shape[0] == (len(sample["json"]["captions"]) if sample["json"]["boxes"] else 0)
         seen += 1
     assert seen == stats.num_ok
     table = pq.read_table(tmp_path / "000000.parquet")
