@@ -4,9 +4,11 @@ The contract modules (schema, samples, dataset, labels) import only the standard
 pipeline writes through them and the trainer reads through them, so both agree on every byte without importing
 each other. The inspection modules add what drawing and querying need, each imported only by the module that uses
 it: Pillow (``pictures``), matplotlib (``histograms``) and DuckDB (``query``, for ``copa inspect --where``).
-Nothing here imports torch, Ray or another package of the project (``tests/test_imports.py``).
+Nothing here imports torch, Ray or another package of the project (``tests/test_imports.py``). ``offline`` is
+imported first by every package: it keeps dependencies off the network (``manifests/offline.py``).
 """
 
+from manifests import offline  # noqa: F401  (first: before any dependency is imported)
 from manifests.dataset import (
     DatasetInfo,
     Geometry,

@@ -4,3 +4,5 @@ Imports ``manifests`` and torch, timm, transformers, tokenizers, safetensors, nu
 webdataset and tqdm; never Ray, ``pipeline`` or ``jobs``: the trainer reads only what the pipeline wrote
 (``tests/test_imports.py``).
 """
+
+import manifests.offline  # noqa: F401  (before any dependency: keeps them off the network)

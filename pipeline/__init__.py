@@ -3,3 +3,5 @@
 Imports ``manifests`` (the contract) and numpy, pyarrow, Pillow, ijson, PyYAML and tqdm; never torch, Ray (the
 Ray Data adapter is ``jobs/pack.py``), ``model`` or ``jobs`` (``tests/test_imports.py``).
 """
+
+import manifests.offline  # noqa: F401  (before any dependency: keeps them off the network)
