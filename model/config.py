@@ -43,7 +43,7 @@ class VisionConfig:
     """The ViT-TPD image tower: a timm VisionTransformer split around the detector(s)."""
 
     model_name: str | None = None  # timm architecture (e.g. "vit_base_patch16_clip_224"); None: plain timm ViT
-    checkpoint: str | None = None  # local timm state dict (.pth/.bin via torch.load(weights_only) or .safetensors)
+    checkpoint: str | None = None  # local weights: timm/OpenCLIP state dict or transformers CLIP dir (model/vision.py)
     img_size: int = 256  # input side in pixels; position embeddings are resampled to it
     patch_size: int = 16  # pixels per patch side; N = (img_size // patch_size) ** 2
     embed_dim: int = 768  # token width D

@@ -14,10 +14,16 @@ Several detect layers: each later detector scores only the patches the previous 
 fraction of those); the previous fused token is set aside and merged with the newly fused one, weighted by the
 number of patches each stands for, so the sequence stays [CLS, kept..., fused].
 
-Weights: random timm init, or a local timm state dict (``torch.load(weights_only=True)`` or safetensors). timm's
-``checkpoint_filter_fn`` converts OpenAI-CLIP / OpenCLIP layouts and resamples the position embeddings with
-``resample_abs_pos_embed`` (bicubic, antialiased) when the checkpoint was trained at another resolution, e.g. a
-224 px CLIP checkpoint used at 256, 384 or 576 px.
+Weights (``VisionConfig.checkpoint``, local only): random timm init; a timm state dict
+(``torch.load(weights_only=True)`` or safetensors); an OpenCLIP checkpoint or a converted OpenAI one (``visual.*``
+keys: timm's ``checkpoint_filter_fn`` converts them); or a transformers CLIP directory (``CLIPModel`` or
+``CLIPVisionModel``: ``config.json`` plus ``model.safetensors`` or ``pytorch_model.bin``), whose config must
+describe the tower, activation included (OpenAI's CLIP uses QuickGELU: ``vit_base_patch16_clip_quickgelu_224``).
+OpenAI's released ``.pt`` files are TorchScript archives, whose loading runs code: they are refused with a one-line
+conversion recipe. Position embeddings are resampled with ``resample_abs_pos_embed`` (bicubic, antialiased) when the
+checkpoint was trained at another resolution, e.g. a 224 px CLIP checkpoint used at 256, 384 or 576 px. A checkpoint
+of another architecture is refused naming the first mismatched shapes and keys.
+``tests/model/test_vision_weights.py`` checks each layout against transformers' own CLIP on the same pixels.
 
 Shape legend: B batch, N patch tokens, K kept, D width; sequences carry the [CLS] token in front.
 """
@@ -25,6 +31,8 @@ Shape legend: B batch, N patch tokens, K kept, D width; sequences carry the [CLS
 from __future__ import annotations
 
 import dataclasses
+import json
+import zipfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -61,12 +69,22 @@ def build_vit(cfg: VisionConfig) -> VisionTransformer:
             "no register tokens and a fixed image size"
         )
     if cfg.checkpoint:
-        load_vit_checkpoint(vit, cfg.checkpoint)
+        load_vit_checkpoint(vit, cfg.checkpoint, cfg)
     return vit
 
 
+HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")  # a transformers save_pretrained directory holds one
+TORCHSCRIPT_RECIPE = (
+    "it is a TorchScript archive (OpenAI's released CLIP files are), and loading one runs the code it contains, so "
+    'it is not read here. Convert it once, where you trust the file: python -c "import torch; torch.save(torch.jit.'
+    "load('{path}', map_location='cpu').state_dict(), 'clip_state.pt')\" and give clip_state.pt (OpenAI CLIP uses "
+    "QuickGELU: model.vision.model_name vit_base_patch16_clip_quickgelu_224)"
+)
+
+
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """Tensors of a checkpoint file, without unpickling arbitrary objects."""
+    """Tensors of a checkpoint file, without unpickling arbitrary objects; a TorchScript archive is refused with
+    a conversion recipe."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"VisionConfig.checkpoint: no such file {str(path)!r}")
@@ -74,20 +92,98 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         from safetensors.torch import load_file
 
         return load_file(str(path), device="cpu")
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            if any(name.endswith("/constants.pkl") or "/code/" in name for name in archive.namelist()):
+                raise ValueError(f"VisionConfig.checkpoint {str(path)!r}: " + TORCHSCRIPT_RECIPE.format(path=path))
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def load_vit_checkpoint(vit: VisionTransformer, path: str | Path) -> None:
-    """Load a timm-style ViT state dict into ``vit``, resampling position embeddings to its grid."""
-    state = checkpoint_filter_fn(read_state_dict(path), vit)
-    if isinstance(vit.head, nn.Identity):  # classifier weights of the checkpoint have no place here
+def hf_clip_state_dict(folder: Path, cfg: VisionConfig) -> dict[str, Tensor]:
+    """The vision tower of a transformers ``CLIPModel`` / ``CLIPVisionModel`` directory, in timm's key layout.
+
+    Its ``config.json`` must describe the configured tower (width, depth, heads, patch, MLP width, activation and
+    LayerNorm eps), else the error lists every difference. q, k and v projections are fused into timm's ``qkv``;
+    ``post_layernorm`` becomes the final ``norm`` (timm applies it to every token, transformers to the pooled one)."""
+    config = json.loads((folder / "config.json").read_text())
+    vision = config.get("vision_config", config)
+    weights = next((folder / name for name in HF_WEIGHTS if (folder / name).is_file()), None)
+    if weights is None:
+        raise FileNotFoundError(f"VisionConfig.checkpoint {str(folder)!r}: no {' or '.join(HF_WEIGHTS)} in the folder")
+    act = "quick_gelu" if cfg.model_name and "quickgelu" in cfg.model_name else "gelu"
+    expected = {
+        "hidden_size": cfg.embed_dim,
+        "num_hidden_layers": cfg.depth,
+        "num_attention_heads": cfg.num_heads,
+        "patch_size": cfg.patch_size,
+        "intermediate_size": int(cfg.embed_dim * cfg.mlp_ratio),
+        "hidden_act": act,
+        "layer_norm_eps": 1e-5,
+    }
+    differ = [f"{k} {vision.get(k)!r} (the tower: {v!r})" for k, v in expected.items() if vision.get(k) != v]
+    if differ:
+        quick = vision.get("hidden_act") == "quick_gelu" and act != "quick_gelu"
+        hint = " (QuickGELU: model.vision.model_name vit_base_patch16_clip_quickgelu_224)" if quick else ""
+        raise ValueError(
+            f"VisionConfig.checkpoint {str(folder)!r}: config.json does not describe the configured ViT: "
+            + "; ".join(differ)
+            + hint
+        )
+    raw = read_state_dict(weights)
+    # CLIPModel (and CLIPVisionModel before transformers 5) name the tower's tensors vision_model.*; a
+    # CLIPVisionModel saved by transformers 5 names them from embeddings.* on
+    prefix = "vision_model." if any(k.startswith("vision_model.") for k in raw) else ""
+    source = {k[len(prefix) :]: v for k, v in raw.items() if k.startswith(prefix)}
+    if "embeddings.class_embedding" not in source:
+        raise ValueError(f"VisionConfig.checkpoint {str(folder)!r}: {weights.name} holds no CLIP vision tower")
+    state = {
+        "cls_token": source.pop("embeddings.class_embedding").reshape(1, 1, -1),
+        "patch_embed.proj.weight": source.pop("embeddings.patch_embedding.weight"),
+        "pos_embed": source.pop("embeddings.position_embedding.weight")[None],
+    }
+    renames = {"pre_layrnorm.": "norm_pre.", "post_layernorm.": "norm."}
+    for i in range(cfg.depth):
+        layer, block = f"encoder.layers.{i}.", f"blocks.{i}."
+        for part in ("weight", "bias"):
+            qkv = [source.pop(f"{layer}self_attn.{x}_proj.{part}") for x in "qkv"]
+            state[f"{block}attn.qkv.{part}"] = torch.cat(qkv)
+        renames |= {
+            f"{layer}self_attn.out_proj.": f"{block}attn.proj.",
+            f"{layer}layer_norm1.": f"{block}norm1.",
+            f"{layer}layer_norm2.": f"{block}norm2.",
+            f"{layer}mlp.fc1.": f"{block}mlp.fc1.",
+            f"{layer}mlp.fc2.": f"{block}mlp.fc2.",
+        }
+    for key, value in source.items():
+        old = next((o for o in renames if key.startswith(o)), None)
+        state[renames[old] + key[len(old) :] if old else f"unknown.{key}"] = value
+    return state
+
+
+def load_vit_checkpoint(vit: VisionTransformer, path: str | Path, cfg: VisionConfig | None = None) -> None:
+    """Load weights into ``vit``, resampling position embeddings to its grid: a timm state dict, an OpenCLIP or
+    (converted) OpenAI state dict (``visual.*``, converted by timm's ``checkpoint_filter_fn``), or a transformers
+    CLIP directory. A checkpoint of another architecture is refused naming the first keys that do not fit."""
+    path = Path(path)
+    if path.is_dir():
+        if cfg is None or not (path / "config.json").is_file():
+            raise ValueError(f"VisionConfig.checkpoint {str(path)!r}: a folder must be a transformers CLIP directory")
+        state = hf_clip_state_dict(path, cfg)
+    else:
+        state = read_state_dict(path)
+    state = checkpoint_filter_fn(state, vit)
+    if isinstance(vit.head, nn.Identity):  # classifier or projection weights of the checkpoint have no place here
         state = {k: v for k, v in state.items() if not k.startswith("head.")}
-    missing, unexpected = vit.load_state_dict(state, strict=False)
-    if missing or unexpected:
+    own = vit.state_dict()
+    shapes = [f"{k} {list(v.shape)} (the tower: {list(own[k].shape)})" for k, v in state.items() if k in own and
+              v.shape != own[k].shape]  # fmt: skip
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if shapes or missing or unexpected:
         raise ValueError(
             f"VisionConfig.checkpoint {str(path)!r} does not fit the configured ViT: "
-            f"missing {sorted(missing)[:8]}, unexpected {sorted(unexpected)[:8]}"
+            f"shapes {shapes[:4]}, missing {missing[:6]}, unexpected {unexpected[:6]}"
         )
+    vit.load_state_dict(state)
 
 
 class VisionOutput(NamedTuple):
