@@ -4,6 +4,10 @@ One process: ``copa train --shards DATASET --preset small --out RUN``. DDP: ``to
 jobs.train --shards ... --out RUN`` (gloo on CPU, nccl on GPU). Rerunning with the same ``--out`` resumes exactly
 from the latest checkpoint; ``--overwrite`` starts afresh.
 
+The paper's setting starts from pretrained towers, local files only: ``copa train --preset base --vision-weights
+CLIP_DIR --text-weights BERT_DIR ...`` (a transformers CLIP folder or an OpenCLIP/timm state dict; a BERT folder,
+whose tokenizer is used unless ``--tokenizer`` names another).
+
 Settings come from the preset, then a YAML file (``--config``, sections ``train:`` and ``model:``, optional
 ``preset:``), then flags, then ``--set section.field=value`` (e.g. ``--set model.vision.keep_ratios=[0.3]``).
 Unknown keys are errors. The resolved configs are written to ``RUN/train_config.json``.
@@ -65,6 +69,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--augment", action="store_true", default=None, help="random resized crop + flip, labels moved")
     p.add_argument("--resampled", action="store_true", default=None, help="draw shards with replacement (multi-node)")
     p.add_argument("--tokenizer", help="local tokenizer folder (tokenizer.json or BERT vocab.txt); default: build one")
+    p.add_argument(
+        "--vision-weights",
+        metavar="PATH",
+        help="initial image tower: a transformers CLIP folder, an OpenCLIP/timm state dict (= model.vision.checkpoint)",
+    )
+    p.add_argument(
+        "--text-weights",
+        metavar="DIR",
+        help="initial text towers: a local BERT folder (= model.text.bert_dir); its tokenizer too unless --tokenizer",
+    )
     p.add_argument("--vocab-size", type=int, help="WordPiece size when building the tokenizer (8000)")
     p.add_argument("--seed", type=int, help="random seed (0)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="device (auto: CUDA when available)")
@@ -113,8 +127,14 @@ def resolve(args: argparse.Namespace) -> tuple[TrainConfig, COPAConfig]:
     for name in ("shards", "out"):
         if not train.get(name):
             raise ValueError(f"--{name} is required (or train.{name} in the config file)")
+    model_flags: dict = {}
+    if args.vision_weights:
+        model_flags["vision"] = {"checkpoint": args.vision_weights}
+    if args.text_weights:
+        model_flags["text"] = {"bert_dir": args.text_weights}
+        train.setdefault("tokenizer", args.text_weights)  # the BERT folder's vocab.txt / tokenizer.json
     model_base = dataclasses.asdict(preset(args.preset or doc.get("preset") or "small"))
-    model = merge(merge(model_base, doc.get("model") or {}), sets.get("model", {}))
+    model = merge(merge(merge(model_base, doc.get("model") or {}), model_flags), sets.get("model", {}))
     return from_dict(TrainConfig, train, f"{where}: train"), from_dict(COPAConfig, model, f"{where}: model")
 
 

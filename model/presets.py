@@ -3,9 +3,11 @@
 - ``tiny``: unit tests. 32 px images in 8 px patches (a 4 x 4 grid), 64 wide, one layer per text tower.
 - ``small``: the CPU demo. 128 px, 16 px patches (8 x 8), width 192, a 6-block ViT with the detector after block 3,
   two layers each for the text encoder, fusion and decoder; learns within minutes on two cores.
-- ``base``: the paper's sizes. The ViT-B/16 CLIP image tower (timm ``vit_base_patch16_clip_224``, position
-  embeddings resampled to 256 px, random init unless ``vision.checkpoint`` names a local file) with the detector
-  before block 3, and BERT-base text towers split as in mPLUG: 6 text + 6 fusion layers, a 12-layer decoder;
+- ``base``: the paper's setting. OpenAI's CLIP ViT-B/16 image tower (timm ``vit_base_patch16_clip_quickgelu_224``:
+  QuickGELU, as OpenAI trained it; OpenCLIP's LAION towers use GELU, ``vit_base_patch16_clip_224``), position
+  embeddings resampled to 256 px, random init unless ``vision.checkpoint`` names local weights (``--vision-weights``),
+  with the detector before block 3, and BERT-base text towers split as in mPLUG (``--text-weights``): 6 text + 6
+  fusion layers, a 12-layer decoder;
   mPLUG's contrastive recipe: momentum towers and a queue of 65,536 features (momentum 0.995, distillation 0.4).
 
 The small presets use the special-token layout of a WordPiece vocabulary trained with the ``tokenizers`` library
@@ -93,7 +95,7 @@ def small() -> COPAConfig:
 
 def base() -> COPAConfig:
     vision = VisionConfig(
-        model_name="vit_base_patch16_clip_224",
+        model_name="vit_base_patch16_clip_quickgelu_224",
         img_size=256,
         patch_size=16,
         embed_dim=768,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -103,3 +104,53 @@ def test_torchrun_two_processes_on_cpu(small_corpus, tmp_path):
     assert [r["step"] for r in lines] == [1, 2, 3]  # rank 0 alone writes
     assert all(r["itc_candidates"] == 16 for r in lines)  # ITC over both ranks' batches of 8
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in lines)
+
+
+def tiny_pretrained_towers(root: Path) -> tuple[Path, Path]:
+    """A transformers CLIP vision folder and a BERT folder (with its vocab.txt) of the tiny preset's sizes."""
+    from transformers import BertConfig, BertModel, CLIPVisionConfig, CLIPVisionModel
+
+    clip, bert = root / "clip", root / "bert"
+    torch.manual_seed(0)
+    CLIPVisionModel(
+        CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=2,
+                         image_size=32, patch_size=8, hidden_act="quick_gelu")
+    ).save_pretrained(clip)  # fmt: skip
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *letters, *(f"##{c}" for c in letters)]
+    BertModel(
+        BertConfig(vocab_size=len(vocab), hidden_size=64, num_attention_heads=2, intermediate_size=128,
+                   num_hidden_layers=2, max_position_embeddings=32)
+    ).save_pretrained(bert)  # fmt: skip
+    (bert / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    return clip, bert
+
+
+def test_training_starts_from_pretrained_towers_given_by_flags(small_corpus, tmp_path):
+    from safetensors.torch import load_file
+
+    from model.trainer import Trainer
+
+    clip, bert = tiny_pretrained_towers(tmp_path)
+    run = tmp_path / "run"
+    quickgelu = "model.vision.model_name=vit_base_patch16_clip_quickgelu_224"  # OpenAI's CLIP, as base uses
+    args = ["--shards", str(small_corpus), "--out", str(run), *TINY, "--vision-weights", str(clip),
+            "--text-weights", str(bert), "--set", quickgelu]  # fmt: skip
+    cfg, model_cfg = train.resolve(train.parse_args(args))
+    assert (model_cfg.vision.checkpoint, model_cfg.text.bert_dir, cfg.tokenizer) == (str(clip), str(bert), str(bert))
+    trainer = Trainer(dataclasses.replace(cfg, steps=1, progress=False), model_cfg)
+    try:
+        model, hf, bert_weights = (
+            trainer.model,
+            load_file(clip / "model.safetensors"),
+            load_file(bert / "model.safetensors"),
+        )
+        q, k, v = (hf[f"encoder.layers.2.self_attn.{x}_proj.weight"] for x in "qkv")
+        assert torch.equal(model.vision.vit.blocks[2].attn.qkv.weight, torch.cat([q, k, v]))
+        word = model.text_encoder.embeddings.word_embeddings.weight
+        assert torch.equal(word, bert_weights["embeddings.word_embeddings.weight"])  # the BERT vocabulary's rows
+        assert trainer.tokenizer.vocab_size == word.shape[0] == 57
+        assert trainer.run()["steps"] == 1
+    finally:
+        trainer.close()
+    assert json.loads((run / "train_config.json").read_text())["model"]["text"]["bert_dir"] == str(bert)

@@ -165,7 +165,7 @@ def test_presets_are_valid_and_consistent():
         cfg = make()
         assert cfg.vision.img_size % cfg.vision.patch_size == 0
         assert cfg.text.max_len <= cfg.text.max_position_embeddings
-    assert base().vision.model_name == "vit_base_patch16_clip_224"
+    assert base().vision.model_name == "vit_base_patch16_clip_quickgelu_224"  # OpenAI's CLIP ViT-B/16
     assert (base().text.text_layers, base().text.fusion_layers, base().text.decoder_layers) == (6, 6, 12)
 
 
