@@ -22,6 +22,7 @@ JOBS = {
     "pack": "a Ray Data job: source manifest -> deterministic WebDataset shards with PTA labels and Parquet manifests",
     "train": "joint COPA pretraining (ITC, ITM, MLM, PrefixLM, PTA) streaming from shards; torchrun for DDP",
     "evaluate": "detector precision/recall by keep ratio, retrieval R@1/5/10 and greedy captions on held-out shards",
+    "export": "a trained run as a self-describing model folder (config.json, model.safetensors, tokenizer.json)",
     "inspect": "a packed dataset from its manifests: summary, histograms, SQL queries, sample and detector pictures",
     "demo": "run the whole system on the embedded default (synthetic corpus, local Ray, CPU)",
     "bench": "benchmarks, each against a baseline in the same run (copa bench --help)",

@@ -16,6 +16,7 @@ leaves the previous checkpoint as the latest one.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -65,7 +66,11 @@ def save_checkpoint(path: str | Path, state: dict, keep: int = 0) -> Path:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """A checkpoint file, a run folder (its latest checkpoint) or an exported model folder (``export_model``), as
+    the dict a checkpoint file holds (an export has no optimizer, loader or RNG state: it cannot resume)."""
     path = Path(path)
+    if path.is_dir() and (path / EXPORT_WEIGHTS).is_file():
+        return read_export(path, map_location)
     if path.is_dir():  # a run folder: its latest checkpoint
         found = latest_checkpoint(path)
         if found is None:
@@ -118,8 +123,95 @@ def set_rng_state(state: dict) -> None:
 
 def load_model(state: dict, device: str | torch.device = "cpu") -> tuple[COPA, CaptionTokenizer]:
     """The trained model (in eval mode) and its tokenizer, from a loaded checkpoint."""
-    cfg = model_config(state)
+    cfg = without_initial_weights(model_config(state))  # the state holds every weight; the start files may be gone
     model = COPA(cfg)
     model.load_state_dict(state["model"])
     tokenizer = CaptionTokenizer.from_str(state["tokenizer"], cfg.text.max_len)
     return model.to(device).eval(), tokenizer
+
+
+# ---- exported models: config.json, model.safetensors, tokenizer.json, README.md ------------------------------------
+
+EXPORT_CONFIG, EXPORT_WEIGHTS, EXPORT_README = "config.json", "model.safetensors", "README.md"
+EXPORT_FORMAT = "copa-model/1"
+
+
+def without_initial_weights(cfg: COPAConfig) -> COPAConfig:
+    """``cfg`` without the pretrained files training started from (a saved model holds its own weights)."""
+    return dataclasses.replace(
+        cfg,
+        vision=dataclasses.replace(cfg.vision, checkpoint=None),
+        text=dataclasses.replace(cfg.text, bert_dir=None),
+    )
+
+
+def export_model(state: dict, out: str | Path) -> Path:
+    """Write a training checkpoint as a self-describing folder: ``config.json`` (the full model config, the
+    training settings and the step), ``model.safetensors`` (every weight and buffer, momentum towers and queues
+    included, so training can go on from it), ``tokenizer.json`` and a ``README.md`` with the training facts.
+    No pickles: ``load_checkpoint``/``COPA.from_pretrained`` read it back exactly. Written to a temporary folder and
+    renamed into place."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"--out {out} exists and is not empty")
+    config = json.loads(state["config"])
+    model = dataclasses.asdict(without_initial_weights(model_config(state)))
+    started = {
+        "vision_weights": config["model"]["vision"]["checkpoint"],
+        "text_weights": config["model"]["text"]["bert_dir"],
+    }
+    document = {"format": EXPORT_FORMAT, "step": int(state["step"]), "model": model, "train": config["train"]}
+    document["initial_weights"] = started
+    tmp = out.with_name(f".tmp-{os.getpid()}-{out.name}")
+    tmp.mkdir(parents=True, exist_ok=False)
+    (tmp / EXPORT_CONFIG).write_text(json.dumps(document, indent=1) + "\n")
+    save_file({k: v.contiguous() for k, v in state["model"].items()}, str(tmp / EXPORT_WEIGHTS))
+    CaptionTokenizer.from_str(state["tokenizer"]).save(str(tmp))
+    (tmp / EXPORT_README).write_text(export_readme(document, state["path"]))
+    if out.exists():
+        out.rmdir()
+    os.replace(tmp, out)
+    return out
+
+
+def export_readme(document: dict, source: str) -> str:
+    t, m = document["train"], document["model"]
+    v, x = m["vision"], m["text"]
+    return (
+        "# COPA model\n\n"
+        f"Exported from `{source}` after {document['step']} optimizer steps (`copa export`).\n\n"
+        f"- image tower: {v['model_name'] or 'timm ViT'}, {v['img_size']} px, patch {v['patch_size']}, width "
+        f"{v['embed_dim']}, depth {v['depth']}; detector before block(s) {v['detect_layers']} keeping "
+        f"{v['keep_ratios']}\n"
+        f"- text towers: {x['text_layers']} text + {x['fusion_layers']} fusion layers, {x['decoder_layers']}-layer "
+        f"decoder, width {x['hidden']}, vocabulary {x['vocab_size']}\n"
+        f"- started from: {document['initial_weights']}\n"
+        f"- trained on `{t['shards']}`, batch {t['batch_size']} x accum {t['accum']} per process, peak lr {t['lr']}, "
+        f"seed {t['seed']}\n\n"
+        "Files: `config.json` (every setting), `model.safetensors` (weights), `tokenizer.json`. Load with\n"
+        "`COPA.from_pretrained(folder)` (model) and `CaptionTokenizer.from_dir(folder)`; every `copa` command that\n"
+        "takes `--checkpoint` takes this folder.\n"
+    )
+
+
+def read_export(folder: Path, map_location: str | torch.device = "cpu") -> dict:
+    """An exported folder as a checkpoint dict (model, step, config, tokenizer, path)."""
+    from safetensors.torch import load_file
+
+    try:
+        document = json.loads((folder / EXPORT_CONFIG).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{folder / EXPORT_CONFIG}: not a readable exported model config ({err})") from err
+    if document.get("format") != EXPORT_FORMAT:
+        raise ValueError(
+            f"{folder / EXPORT_CONFIG}: format {document.get('format')!r}, this toolkit reads {EXPORT_FORMAT}"
+        )
+    return {
+        "model": load_file(str(folder / EXPORT_WEIGHTS), device=str(map_location)),
+        "step": document["step"],
+        "config": json.dumps({"model": document["model"], "train": document["train"]}),
+        "tokenizer": CaptionTokenizer.from_dir(str(folder)).to_str(),
+        "path": str(folder),
+    }

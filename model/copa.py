@@ -125,6 +125,14 @@ class COPA(nn.Module):
             lc = cfg.loss
             self.momentum = MomentumITC(towers, cfg.embed_dim, lc.itc_queue_size, lc.itc_momentum, lc.itc_distill_alpha)
 
+    @classmethod
+    def from_pretrained(cls, folder: str) -> COPA:
+        """A model written by ``copa export`` (``model.checkpoint.export_model``; a run folder or checkpoint file
+        works too), in eval mode on the CPU; its tokenizer: ``CaptionTokenizer.from_dir(folder)``. No pickles."""
+        from model.checkpoint import load_checkpoint, load_model  # checkpoint builds COPA: import at call time
+
+        return load_model(load_checkpoint(folder))[0]
+
     def set_detection(self, detect_layers: tuple[int, ...], keep_ratios: tuple[float, ...]) -> None:
         """Move the detectors or change their keep ratios (see ``VisionTPD.set_detection``)."""
         self.vision.set_detection(detect_layers, keep_ratios)
