@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import timm
 import torch
+from timm.layers import resample_abs_pos_embed
 from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig, CLIPVisionModel
 
 from model.config import VisionConfig
@@ -116,6 +118,7 @@ def test_an_open_clip_state_dict_gives_the_same_features(tmp_path, pixels):
     torch.testing.assert_close(ours, hf_tokens(source, pixels), rtol=0, atol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
 def test_a_torchscript_archive_is_refused_with_a_conversion_recipe(tmp_path):
     scripted = torch.jit.script(torch.nn.Linear(2, 2))
     scripted.save(str(tmp_path / "ViT-B-16.pt"))
@@ -141,3 +144,24 @@ def test_checkpoints_of_another_architecture_are_refused_naming_what_differs(tmp
     torch.save({"embeddings.word_embeddings.weight": torch.zeros(10, WIDTH)}, tmp_path / "text.bin")
     with pytest.raises(ValueError, match=r"missing \['blocks\.0\.attn\.proj\.bias'.*unexpected \['embeddings"):
         VisionTPD(tower_cfg(checkpoint=str(tmp_path / "text.bin")))
+
+
+def test_a_timm_state_dict_gives_the_features_of_its_timm_model(tmp_path, pixels):
+    seed_everything(0)
+    cfg = tower_cfg()
+    source = timm.create_model(cfg.model_name, pretrained=False, img_size=SIZE, patch_size=PATCH, embed_dim=WIDTH,
+                               depth=DEPTH, num_heads=HEADS, num_classes=0).eval()  # fmt: skip
+    torch.save(source.state_dict(), tmp_path / "timm.pth")
+    with torch.no_grad():
+        expected = source.forward_features(pixels)
+    torch.testing.assert_close(our_tokens(dataclasses.replace(cfg, checkpoint=str(tmp_path / "timm.pth")), pixels),
+                               expected, rtol=0, atol=1e-5)  # fmt: skip
+
+
+def test_a_clip_directory_of_another_resolution_is_resampled_to_the_tower(tmp_path):
+    source = random_hf("quick_gelu")  # trained at 32 px: a 4 x 4 grid
+    source.save_pretrained(tmp_path / "clip")
+    tower = VisionTPD(tower_cfg(img_size=48, checkpoint=str(tmp_path / "clip")))  # a 6 x 6 grid
+    table = getattr(source, "vision_model", source).embeddings.position_embedding.weight.detach()[None]
+    expected = resample_abs_pos_embed(table, new_size=(6, 6), num_prefix_tokens=1)
+    torch.testing.assert_close(tower.vit.pos_embed.detach(), expected)
