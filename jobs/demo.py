@@ -44,6 +44,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 @job_errors("demo")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.steps < 1:  # 0 would hand train its "run --epochs instead" meaning
+        raise ValueError(f"--steps must be at least 1, got {args.steps}: the demo trains a fixed number of steps")
     out = Path(args.out)
     corpus, source, shards, run = out / "corpus", out / "source.parquet", out / "shards", out / "run"
     vision = small().vision

@@ -106,3 +106,5 @@ def test_synth_demo_and_bench_name_a_bad_setting(tmp_path, capsys):
     (tmp_path / "mine" / "notes.txt").write_text("keep")
     refused(capsys, "synth", synth.main(["--out", str(tmp_path / "mine"), "--images", "60"]), "is not empty")
     refused(capsys, "bench", bench.main(["labels", "--grid", "-1"]), "grid must be positive")
+    refused(capsys, "demo", demo.main(["--out", str(tmp_path / "demo"), "--steps", "0"]), "--steps must be at least 1")
+    assert not (tmp_path / "demo").exists()  # refused before anything is generated
