@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from jobs import ingest, pack, synth
-from jobs.bench.runner import REPO, write_report
+from jobs.bench.runner import REPO, python_env, write_report
 from model.presets import PRESETS, preset
 
 
@@ -52,10 +52,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def cuda_devices() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
-def python_env() -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 
 # ---- 1. the model benchmark, one process per device -----------------------------------------------------------

@@ -38,11 +38,16 @@ print(json.dumps(dict(result, peak_rss_bytes=_peak)))
 """
 
 
+def python_env() -> dict[str, str]:
+    """This environment with the repository first on ``PYTHONPATH``, for child interpreters."""
+    return dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
 def run_fresh(code: str, args: object, what: str) -> dict:
     """Run ``code`` in a fresh interpreter, so that its peak memory is its own. The code finds ``args`` (JSON-able)
     as ``json.loads(sys.argv[1])`` and sets ``result`` (a dict); returns it with ``peak_rss_bytes`` added."""
     program = "import json, sys\n" + code + _PEAK_TAIL
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = python_env()
     proc = subprocess.run(
         [sys.executable, "-c", program, json.dumps(args)],
         capture_output=True,
