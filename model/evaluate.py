@@ -223,29 +223,30 @@ def greedy_captions(
     ]
 
 
-Namer = Callable[[str], set[str]]  # a text -> the object categories it names
+Namer = Callable[..., set[str]]  # (text, categories in the picture or None) -> the object categories the text names
 
 
 def naming_scores(generated: list[str], box_labels: list[list[str]], namer: Namer) -> dict:
     """Do the captions name objects that are in their pictures? Precision of the named objects against the
     pictures' box labels (both through ``namer``), beside chance: the expected precision of the same captions
-    against a different picture of the set, chosen uniformly."""
-    named = [namer(text) for text in generated]
-    present = [set().union(*map(namer, labels)) for labels in box_labels]
+    against a different picture of the set, chosen uniformly. The namer sees the picture's categories, since a
+    generic word ("bike") names a category only where the picture has exactly one it can mean."""
+    present = [set().union(*(namer(label) for label in labels)) for labels in box_labels]
+    named = [namer(text, p) for text, p in zip(generated, present, strict=True)]
     n, total = len(named), sum(map(len, named))
     hits = sum(len(a & b) for a, b in zip(named, present, strict=True))
-    # sum over pictures j != i of |named_i & present_j|, from per-category counts of the pictures holding it
-    holding: dict[str, int] = {}
-    for p in present:
-        for category in p:
-            holding[category] = holding.get(category, 0) + 1
-    cross = sum(holding.get(c, 0) - (c in present[i]) for i, cats in enumerate(named) for c in cats)
+    cross = named_elsewhere = 0  # each caption against every other picture
+    for i, text in enumerate(generated):
+        for j, p in enumerate(present):
+            if j != i:
+                names = namer(text, p)
+                cross, named_elsewhere = cross + len(names & p), named_elsewhere + len(names)
     return {
         "images": n,
         "named_objects": total,
         "distinct_captions": len(set(generated)),
         "precision": hits / max(1, total),
-        "chance_precision": cross / max(1, total * (n - 1)),
+        "chance_precision": cross / max(1, named_elsewhere),
         "images_named_right": sum(bool(a & b) for a, b in zip(named, present, strict=True)) / max(1, n),
     }
 

@@ -1,9 +1,13 @@
 """Caption-box alignment (DESIGN section 6): which boxes is a caption talking about?
 
-- COCO: an instance box is relevant to a caption when the caption names its category: the name or a synonym from
-  the curated table below, singular or plural, matched case-insensitively on word boundaries ("cattle" is not
-  "cat", "carpet" is not "car"). Longer phrases win over their parts ("stop sign" over "sign", "hot dog" over
-  "dog").
+- COCO: an instance box is relevant to a caption when the caption names its category (``CaptionMatcher``): a word
+  of the lexicon (``pipeline/lexicon``: curated words plus WordNet hyponyms of each category), singular, plural or
+  possessive, on word boundaries ("cattle" is not "cat", "carpet" is not "car"), longest phrase first ("stop sign"
+  over "sign", "hot dog" over "dog"); split words joined ("ele phant") and one-letter misspellings of common words
+  corrected ("giraffee") where that cannot make another English word. A category word that modifies the next noun
+  ("bus stop", "pizza box", "baby elephant") or is used as a verb ("a man skis down", "learning to ski") names
+  nothing; a generic word ("bike", "animal", "the display") names a category only in an image that has exactly one
+  category it can mean.
 - Visual Genome: a region phrase owns its region box; VG objects whose names (or the COCO synonyms of their names)
   appear in the phrase and lie mostly inside the region are relevant too.
 - X-VLM elems: each elem's box is relevant to its own text (the reader does that; no matching needed).
@@ -15,119 +19,17 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-# Curated synonyms of the 80 COCO categories (singular forms; plurals are derived). The category name itself is
-# always included. Choices favour precision: ambiguous words ("glass", "board", "plant" alone) are left out.
-COCO_SYNONYMS: dict[str, tuple[str, ...]] = {
-    "person": ("people", "man", "woman", "boy", "girl", "child", "kid", "guy", "lady", "player", "men", "women",
-               "children", "skier", "surfer", "skateboarder", "snowboarder", "rider", "pedestrian", "adult", "baby",
-               "toddler", "gentleman", "teenager", "batter", "catcher", "pitcher", "tennis player"),
-    "bicycle": ("bike", "cycle"),
-    "car": ("automobile", "sedan", "taxi", "suv"),
-    "motorcycle": ("motorbike", "motor bike", "scooter", "moped"),
-    "airplane": ("plane", "aeroplane", "jet", "aircraft", "airliner"),
-    "bus": ("double decker", "double-decker"),
-    "train": ("locomotive", "tram", "subway"),
-    "truck": ("lorry", "pickup", "pickup truck"),
-    "boat": ("ship", "sailboat", "canoe", "kayak", "yacht", "ferry"),
-    "traffic light": ("stoplight", "stop light", "traffic signal"),
-    "fire hydrant": ("hydrant",),
-    "stop sign": ("sign",),  # COCO annotates no other signs, so "sign" means this box
-    "parking meter": ("meter",),
-    "bench": (),
-    "bird": ("seagull", "gull", "pigeon", "duck", "parrot", "goose"),
-    "cat": ("kitten", "kitty"),
-    "dog": ("puppy", "pup"),
-    "horse": ("pony", "foal"),
-    "sheep": ("lamb", "ram"),
-    "cow": ("cattle", "calf", "bull", "ox"),
-    "elephant": (),
-    "bear": (),
-    "zebra": (),
-    "giraffe": (),
-    "backpack": ("back pack", "rucksack"),
-    "umbrella": ("parasol",),
-    "handbag": ("purse", "hand bag"),
-    "tie": ("necktie",),
-    "suitcase": ("luggage", "suit case"),
-    "frisbee": ("disc", "flying disc"),
-    "skis": ("ski",),
-    "snowboard": ("snow board",),
-    "sports ball": ("ball", "soccer ball", "football", "baseball", "tennis ball", "basketball"),
-    "kite": (),
-    "baseball bat": ("bat",),
-    "baseball glove": ("glove", "mitt"),
-    "skateboard": ("skate board",),
-    "surfboard": ("surf board",),
-    "tennis racket": ("racket", "racquet"),
-    "bottle": (),
-    "wine glass": (),
-    "cup": ("mug",),
-    "fork": (),
-    "knife": (),
-    "spoon": (),
-    "bowl": (),
-    "banana": (),
-    "apple": (),
-    "sandwich": ("burger", "hamburger", "sub"),
-    "orange": (),
-    "broccoli": (),
-    "carrot": (),
-    "hot dog": ("hotdog",),
-    "pizza": ("pizza slice",),
-    "donut": ("doughnut",),
-    "cake": ("cupcake",),
-    "chair": ("stool",),
-    "couch": ("sofa",),
-    "potted plant": ("houseplant", "house plant", "plant pot"),
-    "bed": (),
-    "dining table": ("table",),
-    "toilet": (),
-    "tv": ("television", "monitor", "tv screen"),
-    "laptop": ("notebook computer",),
-    "mouse": (),
-    "remote": ("remote control", "controller"),
-    "keyboard": (),
-    "cell phone": ("phone", "cellphone", "smartphone", "mobile phone"),
-    "microwave": (),
-    "oven": ("stove",),
-    "toaster": (),
-    "sink": (),
-    "refrigerator": ("fridge",),
-    "book": (),
-    "clock": (),
-    "vase": (),
-    "scissors": (),
-    "teddy bear": ("stuffed animal", "teddy"),
-    "hair drier": ("hair dryer", "hairdryer", "blow dryer"),
-    "toothbrush": ("tooth brush",),
-}  # fmt: skip
+from pipeline.lexicon import load
+from pipeline.lexicon.curated import SYNONYMS, plural
 
-# Plurals that adding -s / -es gets wrong, and words that are their own plural.
-_IRREGULAR = {"person": "people", "man": "men", "woman": "women", "child": "children", "mouse": "mice",
-              "knife": "knives", "sheep": "sheep", "skis": "skis", "scissors": "scissors", "ox": "oxen",
-              "calf": "calves", "bus": "buses", "cattle": "cattle", "luggage": "luggage", "broccoli": "broccoli",
-              "goose": "geese", "people": "people", "men": "men", "women": "women", "children": "children",
-              "pup": "pups", "sub": "subs", "tooth brush": "tooth brushes"}  # fmt: skip
-
-
-def plural(phrase: str) -> str:
-    """English plural of a (possibly multi-word) noun phrase: the last word is inflected."""
-    head, _, last = phrase.rpartition(" ")
-    if phrase in _IRREGULAR:
-        return _IRREGULAR[phrase]
-    if last in _IRREGULAR:
-        inflected = _IRREGULAR[last]
-    elif last.endswith(("s", "x", "z", "ch", "sh")):
-        inflected = last + "es"
-    elif last.endswith("y") and last[-2:-1] not in "aeiou":
-        inflected = last[:-1] + "ies"
-    else:
-        inflected = last + "s"
-    return f"{head} {inflected}" if head else inflected
+LEXICON = load()
+# Words per COCO category, curated and WordNet-derived (singular forms; plurals are derived; the category name
+# itself is always included).
+COCO_SYNONYMS: dict[str, tuple[str, ...]] = LEXICON.words
 
 
 @dataclass(frozen=True)
@@ -263,6 +165,266 @@ def _table(label: str, words: tuple[str, ...]) -> _Table:
 
 COCO_MATCHER = Matcher(COCO_SYNONYMS)
 
+_SUBJECTS = frozenset({"he", "she", "who", "also"})
+_SINGULAR_DETERMINERS = frozenset({"a", "an", "one", "each", "every", "this", "another"})
+_PARTICLES = frozenset(
+    {
+        "on",
+        "in",
+        "at",
+        "through",
+        "across",
+        "along",
+        "down",
+        "up",
+        "over",
+        "into",
+        "onto",
+        "toward",
+        "towards",
+        "past",
+        "by",
+        "around",
+        "under",
+        "with",
+        "to",
+        "from",
+        "the",
+        "a",
+        "an",
+        "his",
+        "her",
+        "its",
+        "their",
+        "away",
+        "off",
+        "out",
+        "near",
+        "next",
+        "behind",
+        "beside",
+        "while",
+    }
+)
+_GENERIC = "?"  # label prefix of a generic word, resolved against the image's categories
+
+
+class _Caption(NamedTuple):
+    """A caption split once: ``parts`` alternate gap, word, gap, ..., gap (lower case), as ``_SPLIT`` cuts them."""
+
+    parts: list[str]
+    original: list[str]  # parts of the same lengths as the text's, for offsets (``parts`` itself but for "İ")
+    words: list[str]  # per word: lower case, possessive stripped, hyphens or a misspelling mended to a lexicon form
+
+    def possessive(self, k: int) -> bool:
+        return self.parts[2 * k + 1] != self.words[k] and self.parts[2 * k + 1].endswith(("'s", "'"))
+
+    def spaced(self, k: int) -> bool:
+        """Only whitespace between word k and word k + 1 ("bus stop", not "bus, stop")."""
+        gap = self.parts[2 * k + 2]
+        return gap == " " or (gap.isspace() and k + 1 < len(self.words))
+
+
+class CaptionMatcher:
+    """The COCO caption rules of this module's docstring, over a lexicon; ``find`` gives the words that count.
+
+    A caption is split into words once; each distinct word is normalised once (cached: captions share a small
+    vocabulary), and the scan looks up n-grams in one dict, only at words that start a form of several words, as
+    ``Matcher`` does. The rules then look at the few words around each mention.
+    """
+
+    def __init__(self, lexicon=LEXICON):
+        self._labels: dict[str, tuple[str, ...]] = {}
+        self._singular: set[str] = set()  # forms that are not derived plurals ("skis" is a name, so singular)
+        table = {**lexicon.words, **{_GENERIC + g: () for g in lexicon.generic}}
+        for label, words in table.items():
+            for word in {label.removeprefix(_GENERIC), *words}:
+                for form in (word, plural(word)):
+                    known = self._labels.get(form, ())
+                    self._labels[form] = tuple(sorted({*known, label}))
+                self._singular.add(word)
+        self._starts: dict[str, int] = {}  # first word of forms of several words -> the most words of such a form
+        for form in self._labels:
+            if " " in form:
+                first = form.split(" ", 1)[0]
+                self._starts[first] = max(self._starts.get(first, 0), form.count(" ") + 1)
+        self._generic = lexicon.generic
+        self._heads = lexicon.heads
+        self._verb_heads = lexicon.verb_heads
+        self._verbs = {f for v in lexicon.verbs for f in (v, plural(v))}
+        self._third_person = {plural(v) for v in lexicon.verbs}
+        self._plural_people = {plural(w) for w in (*lexicon.words["person"], "person")} | {
+            "men", "women", "children", "people", "kids", "girls", "boys", "ladies"}  # fmt: skip
+        self._near = lexicon.near_words
+        self._deletes: dict[str, set[str]] = {}  # a fuzzy target with one letter deleted -> the targets
+        for target in lexicon.fuzzy_targets:
+            for variant in {target, *(target[:i] + target[i + 1 :] for i in range(len(target)))}:
+                self._deletes.setdefault(variant, set()).add(target)
+        self._cache = _Cache(self._normalise)
+        joins = {t for t in lexicon.fuzzy_targets}  # words written in two ("ele phant", "tooth brush"): common ones
+        self._join_firsts = {t[:i] for t in joins for i in range(3, len(t) - 1)}
+        self._joins = joins
+        self._interesting = set(self._labels) | set(self._starts) | self._join_firsts
+
+    def find(self, text: str, present: Iterable[str] | None = None) -> list[Match]:
+        """The mentions in ``text`` that count; generic words resolved against ``present`` (dropped if None)."""
+        caption = self._split(text)
+        spans = self._scan(caption)
+        if not spans:
+            return []
+        verbs = [
+            caption.words[span[0]] in self._verbs and self._is_verb(caption, span, spans[k - 1] if k else None)
+            for k, span in enumerate(spans)
+        ]
+        found = []
+        for k, (first, last, labels) in enumerate(spans):
+            noun_next = k + 1 < len(spans) and spans[k + 1][0] == last + 1 and not verbs[k + 1]
+            if verbs[k] or self._modifies(caption, first, last, noun_next):
+                continue
+            if "person" in labels and first and caption.words[first - 1] == "its":  # "an elephant and its mother"
+                continue
+            start = sum(map(len, caption.original[: 2 * first + 1]))
+            end = start + sum(map(len, caption.original[2 * first + 1 : 2 * last + 2]))
+            for label in labels:
+                if label.startswith(_GENERIC):
+                    fits = [c for c in self._generic[label[1:]] if present is not None and c in present]
+                    if len(fits) != 1:
+                        continue
+                    label = fits[0]
+                found.append(Match(label, text[start:end], start, end))
+        return found
+
+    def _split(self, text: str) -> _Caption:
+        lowered = text.lower()
+        if len(lowered) == len(text):
+            parts = original = _SPLIT.split(lowered)
+        else:  # a character whose lower case is longer ("İ"): offsets must come from text
+            original = _SPLIT.split(text)
+            parts = [p.lower() if i % 2 else p for i, p in enumerate(original)]
+        cache = self._cache
+        return _Caption(parts, original, [cache[raw] for raw in parts[1::2]])
+
+    def _normalise(self, word: str) -> str:
+        """The lexicon form a word is (possessive stripped, hyphens dropped, a misspelling mended), or the word."""
+        if word in self._labels:
+            return word
+        for ending in ("'s", "'"):
+            if word.endswith(ending) and word[: -len(ending)] in self._labels:
+                return word[: -len(ending)]
+        if "-" in word and word.replace("-", "") in self._labels:
+            return word.replace("-", "")
+        if len(word) >= 5 and word.isalpha() and word not in self._near:
+            return self._mend(word) or word
+        return word
+
+    def _mend(self, word: str) -> str | None:
+        """The one fuzzy target one edit (insertion, deletion, substitution, transposition) from ``word``."""
+        candidates = set(self._deletes.get(word, ()))  # a letter missing from word
+        for i in range(len(word)):
+            shorter = word[:i] + word[i + 1 :]
+            if shorter in self._deletes:
+                candidates |= {t for t in self._deletes[shorter] if _one_edit(word, t)}  # extra, wrong or swapped
+        named = {self._labels[c] for c in candidates}  # "giraffee" is one edit from "giraffe" and "giraffes"
+        return min(candidates) if len(named) == 1 else None
+
+    def _scan(self, caption: _Caption) -> list[tuple[int, int, tuple[str, ...]]]:
+        """Longest n-gram first, then two words written as one form ("ele phant"), then one word; only at the words
+        that can start one of those (most words of a caption cannot)."""
+        words, raw, labels_of = caption.words, caption.parts[1::2], self._labels.get
+        spans, n, resume = [], len(words), 0
+        for i in [i for i, word in enumerate(words) if word in self._interesting]:
+            if i < resume:
+                continue
+            found = None
+            if most := self._starts.get(words[i]):
+                longest = 1
+                while longest < most and i + longest < n and caption.spaced(i + longest - 1):
+                    longest += 1
+                for size in range(longest, 1, -1):
+                    labels = labels_of(" ".join(words[i : i + size]))
+                    if labels:
+                        found = (i, i + size - 1, labels)
+                        break
+            joins = found is None and raw[i] in self._join_firsts and i + 1 < n and caption.spaced(i)
+            if joins and (joined := raw[i] + raw[i + 1]) in self._joins:
+                found = (i, i + 1, self._labels[joined])
+            if found is None and (labels := labels_of(words[i])):
+                found = (i, i, labels)
+            if found:
+                spans.append(found)
+                resume = found[1] + 1
+        return spans
+
+    def _modifies(self, caption: _Caption, first: int, last: int, noun_next: bool) -> bool:
+        """Words that modify the noun after them: "bus stop", "train tracks", "baby elephant", "men's room"."""
+        words, after = caption.words, last + 1
+        if after >= len(words) or not caption.spaced(last):
+            return False
+        if caption.possessive(last):  # "a man's hand" is the man; "the men's room" and "a children's book" are kinds
+            return words[last] in self._plural_people
+        if words[last] not in self._singular:  # "two dogs run": a plural names the things themselves
+            return False
+        if first == last and noun_next:
+            return True
+        head = words[after]
+        if head in self._heads:
+            return True
+        singular = head[:-2] if head.endswith("es") and head[:-2] in self._heads else head[:-1]
+        if not head.endswith("s") or singular not in self._heads:
+            return False
+        # a plural head: "the train tracks" (a modifier) or "a dog runs across" (a subject and its verb)
+        if first and words[first - 1] in _SINGULAR_DETERMINERS:
+            return False
+        particle = after + 1 < len(words) and words[after + 1] in _PARTICLES
+        return not (singular in self._verb_heads and particle)
+
+    def _is_verb(self, caption: _Caption, span: tuple, before: tuple | None) -> bool:
+        """An object word used as a verb: after "to" ("learning to ski"), or as "-s" after a person or a pronoun
+        ("a woman skis down", "he phones")."""
+        first, last, _ = span
+        words = caption.words
+        word = words[first]
+        if first != last or first == 0 or word not in self._verbs or not caption.spaced(first - 1):
+            return False
+        if words[first - 1] == "to":
+            return first < 2 or words[first - 2] not in ("next", "close")
+        if word not in self._third_person or caption.possessive(first - 1):
+            return False
+        return words[first - 1] in _SUBJECTS or (
+            before is not None and before[1] == first - 1 and "person" in before[2]
+        )
+
+
+class _Cache(dict):
+    """word -> ``normalise(word)``, computed on first use; emptied when it reaches 65,536 words."""
+
+    def __init__(self, normalise: Callable[[str], str]):
+        super().__init__()
+        self._normalise = normalise
+
+    def __missing__(self, word: str) -> str:
+        if len(self) >= 1 << 16:
+            self.clear()
+        self[word] = form = self._normalise(word)
+        return form
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """Optimal-string-alignment distance exactly 1: one insertion, deletion, substitution or swap of neighbours."""
+    if len(a) == len(b):
+        diff = [k for k in range(len(a)) if a[k] != b[k]]
+        swap = len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]]
+        return len(diff) == 1 or swap
+    if abs(len(a) - len(b)) != 1:
+        return False
+    if len(a) > len(b):
+        a, b = b, a
+    i = next((k for k in range(len(a)) if a[k] != b[k]), len(a))
+    return a[i:] == b[i + 1 :]
+
+
+CAPTION_MATCHER = CaptionMatcher()
+
 
 @functools.lru_cache(maxsize=1 << 17)  # VG repeats object names across images
 def coco_category_of(name: str) -> str | None:
@@ -271,12 +433,20 @@ def coco_category_of(name: str) -> str | None:
     return min(labels) if len(labels) == 1 else None
 
 
-def coco_categories_in(text: str) -> set[str]:
-    """The COCO categories a text names ("two men and a bike" -> {"person", "bicycle"}); for box labels too."""
-    return {m.label for m in COCO_MATCHER.find(text)}
+@functools.lru_cache(maxsize=1 << 12)
+def coco_category_of_synsets(synsets: tuple[str, ...]) -> str | None:
+    """The COCO category that Visual Genome's WordNet synsets of an object mean ("dog.n.01" -> "dog"), or None."""
+    labels = {LEXICON.synsets[s] for s in synsets if s in LEXICON.synsets}
+    return min(labels) if len(labels) == 1 else None
 
 
-def align_by_labels(captions: Sequence[str], box_labels: Sequence[str], matcher: Matcher = COCO_MATCHER) -> list[dict]:
+def coco_categories_in(text: str, present: Iterable[str] | None = None) -> set[str]:
+    """The COCO categories a text names ("two men and a bicycle" -> {"person", "bicycle"}), by the caption rules;
+    a generic word ("bike") counts only with ``present``, the categories of the picture. For box labels too."""
+    return {m.label for m in CAPTION_MATCHER.find(text, present)}
+
+
+def align_by_labels(captions: Sequence[str], box_labels: Sequence[str], matcher=CAPTION_MATCHER) -> list[dict]:
     """COCO rule: per caption, the boxes whose label the caption mentions, and the words that did it."""
     by_label: dict[str, list[int]] = {}
     for i, label in enumerate(box_labels):
@@ -285,7 +455,7 @@ def align_by_labels(captions: Sequence[str], box_labels: Sequence[str], matcher:
     for caption in captions:
         boxes: set[int] = set()
         words: list[str] = []
-        for match in matcher.find(caption):
+        for match in matcher.find(caption, by_label):
             if match.label in by_label:
                 boxes.update(by_label[match.label])
                 if match.word not in words:
@@ -302,19 +472,30 @@ def inside_fraction(box: Sequence[float], region: Sequence[float]) -> float:
     return w * h / area if area > 0 else 0.0
 
 
-def object_phrases(names: Iterable[str]) -> dict[str, tuple[str, ...]]:
-    """VG rule: an object name matches itself, its plural, and the synonyms of its COCO category if it has one."""
-    phrases = {}
+def object_phrases(names: Iterable[str], categories: dict[str, str] | None = None) -> dict[str, tuple[str, ...]]:
+    """VG rule: an object name matches itself, its plural, and the curated words of its COCO category if it has one
+    (the one ``categories`` gives from its WordNet synsets, which VG's annotators chose: a "lassie" with dog.n.01 is
+    a dog; else the category its name means), plus the generic words
+    ("bike") that can mean only that category among the image's objects. Curated words only: a matcher is built
+    per VG image, and the WordNet words would make that 10,000 forms for each "man"."""
+    kinds = {}
     for name in names:
         key = " ".join(name.lower().split())
-        category = coco_category_of(key)
-        phrases[key] = (key, category, *COCO_SYNONYMS[category]) if category else (key,)
-    return phrases
+        kinds[key] = (categories or {}).get(name) or coco_category_of(key)
+    present = set(kinds.values()) - {None}
+    generic: dict[str, list[str]] = {}
+    for word, fits in LEXICON.generic.items():
+        if len(candidates := present.intersection(fits)) == 1:
+            generic.setdefault(candidates.pop(), []).append(word)
+    return {
+        key: (key, category, *SYNONYMS[category], *generic.get(category, ())) if category else (key,)
+        for key, category in kinds.items()
+    }
 
 
-def object_matcher(names: Iterable[str]) -> Matcher:
+def object_matcher(names: Iterable[str], categories: dict[str, str] | None = None) -> Matcher:
     """A matcher of ``object_phrases``; built once per VG image, so it must be cheap (about 45 us)."""
-    return Matcher(object_phrases(names))
+    return Matcher(object_phrases(names, categories))
 
 
 def align_region(

@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 BENCHMARKS = {
     "labels": "patch-coverage labels per core vs JPEG decoding",
+    "align": "caption-category alignment: precision/recall on the labelled captions, us per caption vs the word table",
     "ingest": "source readers: rows/s and peak memory on real-size annotation sets vs json.load",
     "pack": "packing samples/s per worker vs a bare decode-resize-encode loop; 1 vs 2 Ray workers; planning 4M rows",
     "model": "COPA forward and training-step throughput and memory vs keep_ratio 1.0",

@@ -226,7 +226,7 @@ def _fill(row: SourceRow, file_name: object, raw_captions: list, boxes: _Boxes, 
     row.captions, reason = clean_captions(raw_captions)
     row.boxes, row.box_labels, row.box_crowd = boxes.of(index)
     row.boxes_dropped, row.boxes_clipped = int(boxes.dropped[index]), int(boxes.clipped[index])
-    row.relevant = align.align_by_labels(row.captions, row.box_labels, matcher=align.COCO_MATCHER)
+    row.relevant = align.align_by_labels(row.captions, row.box_labels)
     if path is None:
         row.reject(path_reason, f"file_name {show(file_name)}: {PATH_ERRORS[path_reason]}")
     elif reason is not None:

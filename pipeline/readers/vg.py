@@ -106,13 +106,15 @@ def _read_image_data(file: JsonFile, warn: Warner) -> dict[int, _Image]:
 
 
 class _Objects:
-    """One image's usable objects: boxes clipped to the image (flat x0, y0, x1, y1), names, and drop counts."""
+    """One image's usable objects: boxes clipped to the image (flat x0, y0, x1, y1), names, the COCO categories that
+    their WordNet synsets give, and drop counts."""
 
-    __slots__ = ("boxes", "clipped", "dropped", "names")
+    __slots__ = ("boxes", "categories", "clipped", "dropped", "names")
 
     def __init__(self) -> None:
         self.boxes = array("d")
         self.names: list[str] = []
+        self.categories: dict[str, str] = {}  # name -> COCO category of its synsets ("pooch" with dog.n.01)
         self.dropped = self.clipped = 0
 
 
@@ -140,6 +142,11 @@ def _compact_objects(rec: dict, image: _Image | None, stats: Counter) -> _Object
         objects.clipped += status == BOX_CLIPPED
         objects.boxes.extend(xyxy)
         objects.names.append(sys.intern(" ".join(name.split())))  # VG repeats a few thousand names millions of times
+        synsets = obj.get("synsets")
+        if isinstance(synsets, list) and synsets:
+            category = align.coco_category_of_synsets(tuple(s for s in synsets if isinstance(s, str)))
+            if category:
+                objects.categories[objects.names[-1]] = category
     return objects
 
 
@@ -189,6 +196,7 @@ class _ObjectStream:
                 first = self.parked[rec_id]
                 first.boxes.extend(objects.boxes)
                 first.names.extend(objects.names)
+                first.categories.update(objects.categories)
                 first.dropped, first.clipped = first.dropped + objects.dropped, first.clipped + objects.clipped
             else:
                 self.parked[rec_id] = objects
@@ -302,18 +310,20 @@ def _fill(row: SourceRow, image: _Image, regions: object, objects: _Objects, sta
     row.box_crowd = [False] * len(row.boxes)
     row.boxes_dropped += objects.dropped
     row.boxes_clipped += objects.clipped
-    row.relevant = _align(captions, row.boxes, num_regions, objects.names)
+    row.relevant = _align(captions, row.boxes, num_regions, objects.names, objects.categories)
     if not captions and row.status == "ok":
         reason = CAPTION_NOT_UTF8 if CAPTION_NOT_UTF8 in reasons else EMPTY_CAPTION if reasons else NO_CAPTION
         row.reject(reason, f"no usable region description: {len(reasons)} blank or not UTF-8, "
                    f"{num_bad_boxes} with an unusable box")  # fmt: skip
 
 
-def _align(phrases: list[str], boxes: list[list[float]], num_regions: int, names: list[str]) -> list[dict]:
+def _align(
+    phrases: list[str], boxes: list[list[float]], num_regions: int, names: list[str], categories: dict[str, str]
+) -> list[dict]:
     """Per phrase ``align.align_region`` over its own region (box i) and the objects (boxes from ``num_regions``)."""
     if not names:  # nothing to name: each phrase keeps its own region, as align_region would say
         return [{"boxes": [i], "words": []} for i in range(num_regions)]
-    matcher = align.object_matcher(set(names))
+    matcher = align.object_matcher(set(names), categories)
     keys = [" ".join(name.lower().split()) for name in names]
     relevant = []
     for i, phrase in enumerate(phrases):

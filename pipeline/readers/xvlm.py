@@ -12,7 +12,8 @@ Rules (DESIGN section 6: each elem's box is relevant to its own text):
   variety, and the bare caption when there are none. The box label is the elem's first caption.
 - **Top-level captions** come first in the row (the first caption becomes the ``.txt`` member) and get the elem
   boxes whose label names a COCO category (``align.COCO_MATCHER``: names, synonyms, plurals, word boundaries)
-  that the caption names too; the recorded words are the caption's words that matched. "a man riding a horse"
+  that the caption names too (``align.CAPTION_MATCHER``: the caption rules, generic words resolved against the
+  categories of the line's elems); the recorded words are the caption's words that matched. "a man riding a horse"
   gets the boxes labelled "person", "young man" and "brown horse", not the one labelled "grass". A caption that
   names no COCO category gets no boxes.
 - **Bad boxes** go through ``geometry.clip_xywh`` against the line's image size (without a size they are only
@@ -45,7 +46,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import BinaryIO
 
-from pipeline.align import COCO_MATCHER
+from pipeline.align import CAPTION_MATCHER, COCO_MATCHER
 from pipeline.geometry import BOX_CLIPPED, clip_counted
 from pipeline.readers.common import (
     BAD_RECORD,
@@ -222,9 +223,9 @@ def align_to_elems(captions: list[str], labels: list[str]) -> list[dict]:
     label_categories = [_categories(label) for label in labels]
     if not any(label_categories):  # nothing to find: spare the matcher, the costly part of this reader
         return [{"boxes": [], "words": []} for _ in captions]
-    relevant = []
+    relevant, present = [], set().union(*label_categories)
     for caption in captions:
-        matches = COCO_MATCHER.find(caption)
+        matches = CAPTION_MATCHER.find(caption, present)
         named = {m.label for m in matches}
         boxes = [i for i, categories in enumerate(label_categories) if categories & named]
         used = set().union(*(label_categories[i] for i in boxes)) if boxes else set()

@@ -612,3 +612,18 @@ def test_bench_main_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert report["figures"]["coco"]["rows"] == report["sizes"]["coco_images"]
     assert report["figures"]["vg"]["rows_per_s"] > 0
     assert "coco reader:" in capsys.readouterr().out
+
+
+def test_vg_objects_named_by_their_synsets(tmp_path: Path) -> None:
+    """An object whose name is no lexicon word still answers to its category's words through VG's synsets."""
+    image_data = [_vg_image(1)]
+    regions = [{"id": 1, "regions": [_region(11, 1, "a dog on the grass", 0, 0, 60, 60)]}]
+    lassie = _object(101, ["lassie"], 5, 5, 20, 20) | {"synsets": ["dog.n.01"]}
+    rex = _object(102, ["rex"], 10, 10, 20, 20)  # no synset: only "rex" would name it
+    row = next(
+        iter(
+            vg.read_with_coco_ids(write_vg(tmp_path, image_data, regions, [{"image_id": 1, "objects": [lassie, rex]}]))
+        )
+    )[0]
+    assert row.box_labels == ["a dog on the grass", "lassie", "rex"]
+    assert row.relevant == [{"boxes": [0, 1], "words": ["dog"]}]
