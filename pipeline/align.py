@@ -206,6 +206,24 @@ _PARTICLES = frozenset(
         "while",
     }
 )
+_KIN = frozenset(
+    {
+        "mother",
+        "father",
+        "parent",
+        "parents",
+        "mom",
+        "mama",
+        "baby",
+        "babies",
+        "child",
+        "children",
+        "kid",
+        "kids",
+        "offspring",
+        "family",
+    }
+)  # after "its": an animal's kin, not people
 _GENERIC = "?"  # label prefix of a generic word, resolved against the image's categories
 
 
@@ -281,7 +299,7 @@ class CaptionMatcher:
             noun_next = k + 1 < len(spans) and spans[k + 1][0] == last + 1 and not verbs[k + 1]
             if verbs[k] or self._modifies(caption, first, last, noun_next):
                 continue
-            if "person" in labels and first and caption.words[first - 1] == "its":  # "an elephant and its mother"
+            if first and caption.words[first - 1] == "its" and caption.words[first] in _KIN:  # "a calf and its mother"
                 continue
             start = sum(map(len, caption.original[: 2 * first + 1]))
             end = start + sum(map(len, caption.original[2 * first + 1 : 2 * last + 2]))
