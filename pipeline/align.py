@@ -165,65 +165,21 @@ def _table(label: str, words: tuple[str, ...]) -> _Table:
 
 COCO_MATCHER = Matcher(COCO_SYNONYMS)
 
+# Small word classes the rules look at, around a mention: a subject before an -s verb ("he phones"); a singular
+# determiner ("a dog runs" is no "dog runs"); words after a verb ("runs across"); an animal's kin after "its".
+# fmt: off
 _SUBJECTS = frozenset({"he", "she", "who", "also"})
 _SINGULAR_DETERMINERS = frozenset({"a", "an", "one", "each", "every", "this", "another"})
-_PARTICLES = frozenset(
-    {
-        "on",
-        "in",
-        "at",
-        "through",
-        "across",
-        "along",
-        "down",
-        "up",
-        "over",
-        "into",
-        "onto",
-        "toward",
-        "towards",
-        "past",
-        "by",
-        "around",
-        "under",
-        "with",
-        "to",
-        "from",
-        "the",
-        "a",
-        "an",
-        "his",
-        "her",
-        "its",
-        "their",
-        "away",
-        "off",
-        "out",
-        "near",
-        "next",
-        "behind",
-        "beside",
-        "while",
-    }
-)
-_KIN = frozenset(
-    {
-        "mother",
-        "father",
-        "parent",
-        "parents",
-        "mom",
-        "mama",
-        "baby",
-        "babies",
-        "child",
-        "children",
-        "kid",
-        "kids",
-        "offspring",
-        "family",
-    }
-)  # after "its": an animal's kin, not people
+_PARTICLES = frozenset({
+    "on", "in", "at", "through", "across", "along", "down", "up", "over", "into", "onto", "toward", "towards", "past",
+    "by", "around", "under", "with", "to", "from", "the", "a", "an", "his", "her", "its", "their", "away", "off",
+    "out", "near", "next", "behind", "beside", "while",
+})
+_KIN = frozenset({
+    "mother", "father", "parent", "parents", "mom", "mama", "baby", "babies", "child", "children", "kid", "kids",
+    "offspring", "family",
+})
+# fmt: on
 _GENERIC = "?"  # label prefix of a generic word, resolved against the image's categories
 
 

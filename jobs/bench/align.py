@@ -84,6 +84,26 @@ class _WordTable:
         return self._matcher.find(text)
 
 
+def _without(rule: str) -> CaptionMatcher:
+    """A matcher with one rule switched off, to measure what the rule is worth."""
+    matcher = CaptionMatcher()
+    if rule == "modifiers":
+        matcher._modifies = lambda *args: False
+    elif rule == "verbs":
+        matcher._is_verb = lambda *args: False
+    elif rule == "misspellings":
+        matcher._mend = lambda word: None
+    elif rule == "split words":
+        matcher._join_firsts = set()
+    elif rule == "generic words":  # never named, whatever the picture
+        original = matcher.find
+        matcher.find = lambda text, present=None: original(text, None)
+    return matcher
+
+
+ABLATIONS = ("modifiers", "verbs", "generic words", "misspellings", "split words")
+
+
 def run(paths: list[Path], seconds: float) -> dict:
     matchers = {"lexicon": CaptionMatcher(), "word_table": _WordTable()}
     results: dict = {"sets": {}, "us_per_caption": {}}
@@ -94,6 +114,13 @@ def run(paths: list[Path], seconds: float) -> dict:
         results["sets"][path.name] = {"captions": len(rows)} | {
             name: score(rows, lambda caption, present, m=m: [x.label for x in m.find(caption, present)])
             for name, m in matchers.items()
+        }
+    results["without"] = {}
+    for rule in ABLATIONS:
+        m = _without(rule)
+        results["without"][rule] = {
+            path.name: score(read_labelled(path), lambda c, p, m=m: [x.label for x in m.find(c, p)])["all"]
+            for path in paths
         }
     for name, m in matchers.items():
 
@@ -128,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
             a = s[rule]["all"]
             print(f"{name} ({s['captions']} captions) {rule:10}: precision {a['precision']:.3f}  recall "
                   f"{a['recall']:.3f}  F1 {a['f1']:.3f}  (tp {a['tp']}, fp {a['fp']}, fn {a['fn']})")  # fmt: skip
+    for rule, sets in results["without"].items():
+        figures = "; ".join(f"{n}: {a['precision']:.3f} / {a['recall']:.3f}" for n, a in sets.items())
+        print(f"without {rule:13}: precision / recall {figures}")
     speed = results["us_per_caption"]
     print(f"align_by_labels: {speed['lexicon']:.1f} us/caption ({speed['lexicon_cold']:.1f} with the word cache "
           f"cleared each pass); word table {speed['word_table']:.1f}: x{speed['lexicon'] / speed['word_table']:.2f} "

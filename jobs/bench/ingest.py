@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from jobs.bench.runner import mb, run_fresh, write_report
-from pipeline.align import COCO_SYNONYMS
 from pipeline.coco_categories import COCO_CATEGORIES
+from pipeline.lexicon.curated import SYNONYMS as COCO_SYNONYMS  # curated words: the generator's stable vocabulary
 
 FULL = {  # real-dataset sizes (COCO train2017, Visual Genome 1.4 rounded)
     "coco_images": 120_000,
