@@ -9,8 +9,10 @@ Three figures (DESIGN sections 9 and 11):
   (decode, resize with the same filter to the same size, encode with the same settings, nothing else), and
   ``process_image`` alone to show where the difference goes. Every loop reads each file from disk (warm page
   cache) for each image. Loops alternate in rounds, in a rotating order, so drift hits them alike. A second set of
-  1600x1200 JPEGs shows the reduced-size decoding lever: the bare loop runs with and without ``draft``. The rate is
-  set next to img2dataset's published one (about 1350 images/s on 16 cores at 256 px, so about 84 per core).
+  1600x1200 JPEGs shows the reduced-size decoding lever: the bare loop runs with and without ``draft``.
+- **Against img2dataset**, with ``--vs-img2dataset PYTHON`` (an interpreter whose environment has img2dataset): both
+  tools on the same 640x480 files, alternated, per worker-second, whole command and per CPU-second
+  (``jobs/bench/vs_img2dataset.py``). A run, not a published figure: hardware, image sizes and settings match.
 - **Scaling.** The whole Ray job (``jobs.pack.main``, wall clock, nothing excluded) with 1 and with 2 workers on
   the same source (the 640x480 files, each under several keys) into fresh folders, and on a 2-row source to show
   the fixed cost of starting and stopping Ray. On a 2-core machine the driver and Ray's own processes share the
@@ -48,10 +50,7 @@ from pipeline.images import RESAMPLE_FILTERS, ImageConfig, bare_decode_resize_en
 from pipeline.pack import PackConfig, ShardPacker
 from pipeline.rows import SOURCE_SCHEMA, SourceRow, read_source_table, write_source_table
 
-IMG2DATASET_RATE = 1350  # images/s on 16 cores at 256 px, img2dataset's published benchmark
-IMG2DATASET_CORES = 16
 OVERHEAD_AIM = 0.15  # the pipeline may cost at most 15% more than the bare loop
-PER_CORE_AIM = 2.0  # times img2dataset's per-core rate
 
 
 @dataclass
@@ -67,6 +66,7 @@ class BenchPackConfig:
     resample: str = ImageConfig.resample  # resize filter of the pipeline and of the bare loop
     seed: int = 0  # generator seed
     ray: bool = True  # run the Ray scaling figure
+    vs_img2dataset: str | None = None  # interpreter of an environment with img2dataset: the side-by-side figures
     data: str | None = None  # folder for the generated files; a temporary one when None
     out: str = "bench_out/pack.json"  # JSON result file
 
@@ -387,14 +387,13 @@ def run(cfg: BenchPackConfig) -> dict:
             )
         shutil.rmtree(folder / "work", ignore_errors=True)
         report["per_worker"] = per
-        img2dataset_per_core = IMG2DATASET_RATE / IMG2DATASET_CORES
-        report["img2dataset"] = {
-            "published_images_per_s": IMG2DATASET_RATE,
-            "cores": IMG2DATASET_CORES,
-            "per_core": img2dataset_per_core,
-            "pack_per_core_ratio": per["coco"]["rates"]["pack"] / img2dataset_per_core,
-            "aim_ratio": PER_CORE_AIM,
-        }
+        if cfg.vs_img2dataset:
+            from jobs.bench.vs_img2dataset import side_by_side
+
+            rows = read_source_table(made["coco"]).to_pylist()
+            report["vs_img2dataset"] = side_by_side(
+                cfg.vs_img2dataset, rows, made["coco"], image, cfg.rounds, folder / "vs_img2dataset"
+            )
         if cfg.ray:
             report["scaling"] = scaling(made, cfg, image, folder / "ray")
         report["planning"] = planning(cfg, folder / "plan")
@@ -434,12 +433,12 @@ def summary_lines(report: dict) -> list[str]:
                 f"x{fig['cost_vs_bare_draft']:.2f} ({fig['cost_vs_bare_draft'] - 1:+.0%}); process_image alone "
                 f"{rates['process_image']:.1f}/s"
             )
-    i2d = report["img2dataset"]
-    lines.append(
-        f"per core vs img2dataset: pack {per['coco']['rates']['pack']:.1f}/s = x{i2d['pack_per_core_ratio']:.2f} "
-        f"img2dataset's {i2d['per_core']:.0f}/s per core ({i2d['published_images_per_s']}/s on {i2d['cores']} cores "
-        f"at 256 px; ours stores {report['config']['max_short_side']} px; aim x{i2d['aim_ratio']:.0f})"
-    )
+    if "vs_img2dataset" in report:
+        from jobs.bench.vs_img2dataset import summary_lines as side_by_side_lines
+
+        lines += side_by_side_lines(report["vs_img2dataset"])
+    else:
+        lines.append("against img2dataset: run with --vs-img2dataset PYTHON (an interpreter that has img2dataset)")
     if "scaling" in report:
         sc = report["scaling"]
         lines.append(f"ray start-up and shutdown (copa pack of a 2-row source): {sc['startup_seconds']:.1f} s")
@@ -482,6 +481,12 @@ def main(argv: list[str] | None = None) -> int:
         help="resize filter of the pipeline and the bare loop (default: %(default)s)",
     )
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray scaling figure")
+    parser.add_argument(
+        "--vs-img2dataset",
+        metavar="PYTHON",
+        help="interpreter of an environment where img2dataset is installed: run both tools side by side on the "
+        "640x480 files (alternated, --rounds times) and report the ratios",
+    )
     parser.add_argument("--data", help="keep the generated files and Ray outputs here (default: a temp folder)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--out", default="bench_out/pack.json", help="JSON results (default: %(default)s)")
@@ -498,6 +503,7 @@ def main(argv: list[str] | None = None) -> int:
         "resample": args.resample,
         "seed": args.seed,
         "ray": not args.no_ray,
+        "vs_img2dataset": args.vs_img2dataset,
         "data": args.data,
         "out": args.out,
     }
