@@ -4,7 +4,8 @@ img2dataset is not a dependency of this toolkit: PYTHON is the interpreter of an
 (``python -m venv /tmp/i2d && /tmp/i2d/bin/pip install img2dataset``). Both tools store the same thing: shorter side
 capped at ``max_short_side`` (img2dataset ``resize_mode="keep_ratio"``, ``resize_only_if_bigger``), JPEG quality 90,
 one WebDataset shard. img2dataset fetches its files over HTTP from a server on 127.0.0.1 that this process runs (a
-thread); ``copa pack`` reads them from disk. The runs alternate, in ``rounds``; figures are medians:
+thread); ``copa pack`` reads them from disk, once on Ray (its default) and once with ``--engine local``. The runs
+alternate, in ``rounds``; figures are medians:
 
 - **per worker-second**: images over the shard's own time (img2dataset's ``duration`` in ``*_stats.json``, ours
   ``seconds`` in ``*_stats.json``): one worker's throughput, without start-up;
@@ -40,6 +41,7 @@ from jobs.bench.runner import REPO, python_env
 from pipeline.pack import PackConfig
 
 _PR_SET_CHILD_SUBREAPER = 36
+TOOLS = ("img2dataset", "copa", "copa_local")  # copa: copa pack on Ray (the default); copa_local: --engine local
 
 _IMG2DATASET = """
 import json, sys
@@ -147,9 +149,9 @@ def _img2dataset_run(python: str, urls: Path, out: Path, n: int, size: int, qual
     return counted | {"images": done, "shard_seconds": sum(s["duration"] for s in stats)}
 
 
-def _copa_run(source: str, out: Path, config: Path, n: int) -> dict:
+def _copa_run(source: str, out: Path, config: Path, n: int, engine: str) -> dict:
     cmd = [sys.executable, "-m", "jobs.pack", "--source", source, "--out", str(out), "--config", str(config)]
-    counted = run_counted([*cmd, "--workers", "1", "--quiet"], python_env())
+    counted = run_counted([*cmd, "--workers", "1", "--engine", engine, "--quiet"], python_env())
     info = json.loads((out / "dataset.json").read_text())
     if info["num_samples"] != n:
         raise RuntimeError(f"bench pack: copa pack stored {info['num_samples']} of {n} images")
@@ -184,29 +186,29 @@ def side_by_side(python: str, rows: list[dict], source: str, image, rounds: int,
     n, root = len(rows), Path(rows[0]["image_root"])
     config = work / "pack_config.json"
     config.write_text(json.dumps(PackConfig(samples_per_shard=n, image=image).to_dict()))
-    runs: dict[str, list[dict]] = {"img2dataset": [], "copa": []}
+    runs: dict[str, list[dict]] = {tool: [] for tool in TOOLS}
     with serve(root) as base:
         urls = work / "urls.parquet"
         table = {"url": [f"{base}/{r['image_path']}" for r in rows], "caption": [r["captions"][0] for r in rows]}
         pq.write_table(pa.table(table), urls)
         for r in range(rounds):
-            for tool in ("img2dataset", "copa") if r % 2 == 0 else ("copa", "img2dataset"):
+            for tool in TOOLS[r % len(TOOLS) :] + TOOLS[: r % len(TOOLS)]:  # rotate the order each round
                 out = work / f"{tool}_{r}"
-                if tool == "copa":
-                    runs[tool].append(_copa_run(source, out, config, n))
+                if tool != "img2dataset":
+                    engine = "local" if tool == "copa_local" else "ray"
+                    runs[tool].append(_copa_run(source, out, config, n, engine))
                 else:
                     run = _img2dataset_run(python, urls, out, n, image.max_short_side, image.jpeg_quality)
                     run["http_server_cpu_seconds"] = run.pop("this_process_cpu_seconds")
                     runs[tool].append(run)
     median = {tool: {k: statistics.median(run[k] for run in rs) for k in rs[0]} for tool, rs in runs.items()}
-    ours, theirs = median["copa"], median["img2dataset"]
-    figures = {
-        "per_worker_second": {"copa": n / ours["shard_seconds"], "img2dataset": n / theirs["shard_seconds"]},
-        "whole_command": {"copa": n / ours["wall_seconds"], "img2dataset": n / theirs["wall_seconds"]},
-        "per_cpu_second": {"copa": n / ours["cpu_seconds"], "img2dataset": n / theirs["cpu_seconds"]},
-    }
-    for fig in figures.values():
+    theirs = median["img2dataset"]
+    figures = {}
+    for key, measure in (("per_worker_second", "shard_seconds"), ("whole_command", "wall_seconds"),
+                         ("per_cpu_second", "cpu_seconds")):  # fmt: skip
+        fig = figures[key] = {tool: n / median[tool][measure] for tool in TOOLS}
         fig["ratio"] = fig["copa"] / fig["img2dataset"]
+        fig["ratio_local"] = fig["copa_local"] / fig["img2dataset"]
     paths = [str(root / r["image_path"]) for r in rows]
     figures["image_work"] = image_work(python, paths, image.max_short_side, image.jpeg_quality, image, reps=2)
     return figures | {
@@ -226,7 +228,10 @@ def summary_lines(fig: dict) -> list[str]:
         ("per_cpu_second", "images per CPU-second, all processes"),
     ):
         f = fig[key]
-        lines.append(f"  {what}: copa pack {f['copa']:.1f}, img2dataset {f['img2dataset']:.1f}: x{f['ratio']:.2f}")
+        lines.append(
+            f"  {what}: img2dataset {f['img2dataset']:.1f}; copa pack {f['copa']:.1f} (x{f['ratio']:.2f}), "
+            f"with --engine local {f['copa_local']:.1f} (x{f['ratio_local']:.2f})"
+        )
     w = fig["image_work"]
     lines.append(
         f"  image work alone (decode-resize-encode, one process): copa {w['copa_per_s']:.1f}/s, img2dataset's "

@@ -83,13 +83,16 @@ def test_side_by_side_runs_both_tools_on_the_same_files(tmp_path, monkeypatch):
     start = time.perf_counter()
     fig = side_by_side(sys.executable, rows, made["coco"], ImageConfig(), 1, tmp_path / "work")
     assert time.perf_counter() - start < 300
-    assert fig["images"] == 6 and len(fig["runs"]["copa"]) == len(fig["runs"]["img2dataset"]) == 1
+    assert fig["images"] == 6 and [len(fig["runs"][t]) for t in ("img2dataset", "copa", "copa_local")] == [1, 1, 1]
     stats = json.loads(next((tmp_path / "work" / "img2dataset_0").glob("*_stats.json")).read_text())
     assert stats["settings"]["image_size"] == 384 and stats["settings"]["resize_mode"] == "keep_ratio"
     copa, theirs = fig["runs"]["copa"][0], fig["runs"]["img2dataset"][0]
     assert copa["cpu_seconds"] > copa["shard_seconds"] > 0  # Ray's start-up and workers are counted
     for key in ("per_worker_second", "whole_command", "per_cpu_second"):
         assert fig[key]["ratio"] == pytest.approx(fig[key]["copa"] / fig[key]["img2dataset"])
+        assert fig[key]["ratio_local"] == pytest.approx(fig[key]["copa_local"] / fig[key]["img2dataset"])
+    local = fig["runs"]["copa_local"][0]
+    assert local["wall_seconds"] < copa["wall_seconds"]  # no Ray to start
     assert fig["per_worker_second"]["img2dataset"] == pytest.approx(6 / theirs["shard_seconds"])
     assert theirs["http_server_cpu_seconds"] > 0
     assert any("per CPU-second" in line for line in summary_lines(fig))

@@ -20,6 +20,7 @@ from manifests.labels import patch_coverage
 from manifests.samples import decode_pta
 from pipeline.pack import PackConfig
 from pipeline.rows import read_source_table
+from tests.jobs.pack_fixtures import assert_same_pack, num_shards
 
 pytestmark = pytest.mark.ray
 
@@ -124,3 +125,16 @@ def test_pack_in_process_writes_the_same_bytes_as_the_ray_job(packed: tuple[Path
     )
     assert names == sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith("_stats.json"))
     assert all((out / n).read_bytes() == (tmp_path / n).read_bytes() for n in names)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_local_engine_writes_the_same_bytes_as_the_ray_job(packed, tmp_path, workers) -> None:
+    source, out, _ = packed
+    args = ["--source", str(source), "--out", str(tmp_path), "--samples-per-shard", "40", "--quiet"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert pack.main([*args, "--engine", "local", "--workers", workers]) == 0
+    assert_same_pack(tmp_path, out)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):  # and it resumes like the Ray job: nothing left to do
+        assert pack.main([*args, "--engine", "local"]) == 0
+    assert f"({num_shards(out)} already done)" in printed.getvalue()

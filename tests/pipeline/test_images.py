@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageFile
+from PIL import Image, ImageDraw, ImageFile, JpegImagePlugin
 
 from pipeline import images, synth
 from pipeline.images import (
@@ -248,6 +248,18 @@ def test_small_baseline_rgb_jpeg_passes_through_byte_for_byte() -> None:
     exif[0x0112] = 1  # EXIF present but upright
     upright = encode(natural(256, 192), exif=exif)
     assert process_image(upright, CFG).jpeg == upright
+
+
+def test_pass_through_validation_rejects_what_a_full_decode_rejects(monkeypatch) -> None:
+    data = encode(natural(256, 192))
+    dht = data.index(b"\xff\xc4")  # a Huffman table: garbled, the entropy-coded data cannot be read
+    broken = data[: dht + 5] + b"\xff" * 20 + data[dht + 25 :]
+    assert images._may_pass_through(Image.open(io.BytesIO(broken)), broken)  # a pass-through candidate by its header
+    assert reason_of(broken) == TRUNCATED_IMAGE
+    drafts, draft = [], JpegImagePlugin.JpegImageFile.draft
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", lambda im, *a: (draft(im, *a), drafts.append(im.size)))
+    assert process_image(data, CFG).passed_through
+    assert drafts == [(32, 24)]  # validated at 1/8 scale
 
 
 def test_jpegs_that_need_work_are_re_encoded() -> None:
