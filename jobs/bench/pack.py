@@ -10,6 +10,9 @@ Three figures (DESIGN sections 9 and 11):
   ``process_image`` alone to show where the difference goes. Every loop reads each file from disk (warm page
   cache) for each image. Loops alternate in rounds, in a rotating order, so drift hits them alike. A second set of
   1600x1200 JPEGs shows the reduced-size decoding lever: the bare loop runs with and without ``draft``.
+- **Pass-through.** 512x384 JPEGs, already at the stored size as img2dataset stores CC3M and SBU: the pipeline
+  validates and stores them byte for byte; the baseline is a plain tar rewrite of the same members (JPEG, caption,
+  JSON), no checks.
 - **Against img2dataset**, with ``--vs-img2dataset PYTHON`` (an interpreter whose environment has img2dataset): both
   tools on the same 640x480 files, alternated, per worker-second, whole command and per CPU-second
   (``jobs/bench/vs_img2dataset.py``). A run, not a published figure: hardware, image sizes and settings match.
@@ -33,6 +36,7 @@ import io
 import json
 import os
 import shutil
+import tarfile
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -57,6 +61,7 @@ OVERHEAD_AIM = 0.15  # the pipeline may cost at most 15% more than the bare loop
 class BenchPackConfig:
     num_images: int = 200  # COCO-sized JPEGs (640x480) for the per-worker figure
     num_large: int = 40  # 1600x1200 JPEGs, where reduced-size decoding pays
+    num_sized: int = 200  # 512x384 JPEGs, already at the stored size (as img2dataset stores CC3M and SBU)
     rounds: int = 3  # alternating rounds of every per-worker loop
     ray_rows: int = 800  # source rows of the 1- and 2-worker Ray runs (the COCO-sized files, reused)
     ray_shards: int = 8  # shards of those runs: enough that both workers stay busy
@@ -71,7 +76,16 @@ class BenchPackConfig:
     out: str = "bench_out/pack.json"  # JSON result file
 
     def __post_init__(self) -> None:
-        positive = ("num_images", "num_large", "rounds", "ray_rows", "ray_shards", "plan_rows", "samples_per_shard")
+        positive = (
+            "num_images",
+            "num_large",
+            "num_sized",
+            "rounds",
+            "ray_rows",
+            "ray_shards",
+            "plan_rows",
+            "samples_per_shard",
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"BenchPackConfig.{name} must be at least 1, got {getattr(self, name)}")
@@ -82,7 +96,7 @@ class BenchPackConfig:
 
 def quick(**overrides) -> BenchPackConfig:
     """Small sizes for the test and a fast look; the figures are noisy."""
-    sizes = dict(num_images=16, num_large=4, rounds=2, ray_rows=32, ray_shards=4, plan_rows=200_000)
+    sizes = dict(num_images=16, num_large=4, num_sized=16, rounds=2, ray_rows=32, ray_shards=4, plan_rows=200_000)
     return BenchPackConfig(**(sizes | overrides))
 
 
@@ -156,6 +170,7 @@ def generate(folder: Path, cfg: BenchPackConfig) -> dict:
     for name, source, (width, height), count in (
         ("coco", "coco", (640, 480), cfg.num_images),
         ("large", "web", (1600, 1200), cfg.num_large),
+        ("sized", "cc3m", (512, 384), cfg.num_sized),
     ):
         rows[name], total = [], 0
         for i in range(count):
@@ -180,7 +195,20 @@ def generate(folder: Path, cfg: BenchPackConfig) -> dict:
 # --- per worker ----------------------------------------------------------------------------------------------------
 
 
-def _loops(rows: list[dict], cfg: ImageConfig, work: Path, large: bool) -> dict:
+def _tar_rewrite(rows: list[dict], path: Path) -> None:
+    """The plain rewrite of the same members a sample of an img2dataset tar has: the JPEG bytes, its caption and a
+    small JSON, into one tar; no check of anything."""
+    with tarfile.open(path, "w") as tar:
+        for row in rows:
+            jpeg = Path(f"{row['image_root']}/{row['image_path']}").read_bytes()
+            meta = json.dumps({"key": row["key"], "caption": row["captions"][0]}).encode()
+            for ext, data in (("jpg", jpeg), ("txt", row["captions"][0].encode()), ("json", meta)):
+                info = tarfile.TarInfo(f"{row['key']}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+
+def _loops(rows: list[dict], cfg: ImageConfig, work: Path, kind: str) -> dict:
     """name -> a function that runs one loop over all ``rows`` and returns how many images it produced."""
     paths = [f"{r['image_root']}/{r['image_path']}" for r in rows]
     config = PackConfig(samples_per_shard=len(rows), image=cfg)
@@ -205,17 +233,25 @@ def _loops(rows: list[dict], cfg: ImageConfig, work: Path, large: bool) -> dict:
             bare_decode_resize_encode(Path(path).read_bytes(), cfg, draft=draft)
         return len(paths)
 
+    def rewrite() -> int:
+        count["runs"] += 1
+        work.mkdir(parents=True, exist_ok=True)
+        _tar_rewrite(rows, work / f"rewrite_{count['runs']}.tar")
+        return len(rows)
+
+    if kind == "sized":  # nothing to resize: the pipeline validates and passes through; a tar rewrite is the floor
+        return {"pack": pack, "process_image": stage, "tar_rewrite": rewrite}
     loops = {"pack": pack, "process_image": stage, "bare": lambda: bare(False)}
-    if large:  # at 640x480 -> 512x384 there is nothing to draft: the loop would repeat "bare"
+    if kind == "large":  # at 640x480 -> 512x384 there is nothing to draft: the loop would repeat "bare"
         loops["bare_draft"] = lambda: bare(True)
     return loops
 
 
-def per_worker(rows: list[dict], cfg: ImageConfig, rounds: int, work: Path, large: bool) -> dict:
+def per_worker(rows: list[dict], cfg: ImageConfig, rounds: int, work: Path, kind: str) -> dict:
     """Rates of each loop over the same images, alternated in ``rounds`` after one warm-up pass."""
-    loops = _loops(rows, cfg, work, large)
+    loops = _loops(rows, cfg, work, kind)
     warm_rows = rows[: min(4, len(rows))]
-    for fn in _loops(warm_rows, cfg, work / "warm", large).values():
+    for fn in _loops(warm_rows, cfg, work / "warm", kind).values():
         fn()
     names = list(loops)
     seconds = {name: [] for name in names}
@@ -228,16 +264,20 @@ def per_worker(rows: list[dict], cfg: ImageConfig, rounds: int, work: Path, larg
         shutil.rmtree(work, ignore_errors=True)  # the shards written this round (outside the timings)
     rates = {name: len(rows) * rounds / sum(s) for name, s in seconds.items()}
     per_round = [{n: seconds[n][r] for n in names} for r in range(rounds)]
-    fig = {
-        "images": len(rows),
-        "rounds": rounds,
-        "seconds": seconds,
-        "rates": rates,
+    fig = {"images": len(rows), "rounds": rounds, "seconds": seconds, "rates": rates}
+    if kind == "sized":
+        if not all(process_image(Path(f"{r['image_root']}/{r['image_path']}").read_bytes(), cfg).passed_through
+                   for r in rows):  # fmt: skip
+            raise RuntimeError("bench pack: the already-sized JPEGs were not all passed through")
+        fig["pack_vs_tar_rewrite"] = rates["pack"] / rates["tar_rewrite"]
+        fig["pack_vs_tar_rewrite_per_round"] = [s["tar_rewrite"] / s["pack"] for s in per_round]
+        return fig
+    fig |= {
         "cost_vs_bare": rates["bare"] / rates["pack"],
         "cost_vs_bare_per_round": [s["pack"] / s["bare"] for s in per_round],
         "process_image_cost_vs_bare": rates["bare"] / rates["process_image"],
     }
-    if large:
+    if kind == "large":
         fig["cost_vs_bare_draft"] = rates["bare_draft"] / rates["pack"]
         fig["cost_vs_bare_draft_per_round"] = [s["pack"] / s["bare_draft"] for s in per_round]
     return fig
@@ -379,9 +419,9 @@ def run(cfg: BenchPackConfig) -> dict:
         made = generate(folder / "data", cfg)
         report["generated"] = made["sets"] | {"seconds": time.perf_counter() - start}
         per = {}
-        for name in ("coco", "large"):
+        for name in ("coco", "large", "sized"):
             rows = read_source_table(made[name]).to_pylist()  # the dicts a Ray worker hands to ShardPacker
-            per[name] = per_worker(rows, image, cfg.rounds, folder / "work" / name, large=name == "large")
+            per[name] = per_worker(rows, image, cfg.rounds, folder / "work" / name, kind=name)
             per[name]["stored_size"] = stored_size(
                 made["sets"][name]["width"], made["sets"][name]["height"], cfg.max_short_side
             )
@@ -412,7 +452,7 @@ def summary_lines(report: dict) -> list[str]:
     per, gen = report["per_worker"], report["generated"]
     resample = report["config"]["resample"]
     lines = []
-    for name in ("coco", "large"):
+    for name in ("coco", "large", "sized"):
         fig, rates, sizes = per[name], per[name]["rates"], gen[name]
         what = (
             f"per worker, {sizes['width']}x{sizes['height']} ({sizes['mean_jpeg_bytes'] / 1e3:.0f} KB) -> "
@@ -425,6 +465,12 @@ def summary_lines(report: dict) -> list[str]:
                 f"{what}: pack {rates['pack']:.1f}/s, bare decode-resize-encode {rates['bare']:.1f}/s: pack costs "
                 f"x{fig['cost_vs_bare']:.2f} ({overhead:+.0%}; aim <= +{OVERHEAD_AIM:.0%}); process_image alone "
                 f"{rates['process_image']:.1f}/s (x{fig['process_image_cost_vs_bare']:.2f})"
+            )
+        elif name == "sized":
+            lines.append(
+                f"{what}, all passed through: pack {rates['pack']:.1f}/s, a plain tar rewrite of the same members "
+                f"{rates['tar_rewrite']:.1f}/s: pack = x{fig['pack_vs_tar_rewrite']:.2f} the rewrite (aim >= x0.8); "
+                f"process_image alone {rates['process_image']:.1f}/s"
             )
         else:
             lines.append(
@@ -470,6 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes: a fast, noisy look (and the test)")
     parser.add_argument("--images", type=int, help="640x480 JPEGs for the per-worker figure (default 200)")
     parser.add_argument("--large", type=int, help="1600x1200 JPEGs for the draft figure (default 40)")
+    parser.add_argument("--sized", type=int, help="512x384 JPEGs for the pass-through figure (default 200)")
     parser.add_argument("--rounds", type=int, help="alternating rounds of the per-worker loops (default 3)")
     parser.add_argument("--ray-rows", type=int, help="source rows of the 1- and 2-worker Ray runs (default 800)")
     parser.add_argument("--plan-rows", type=int, help="keys planned into shards (default 4,000,000)")
@@ -494,6 +541,7 @@ def main(argv: list[str] | None = None) -> int:
     flags = {
         "num_images": args.images,
         "num_large": args.large,
+        "num_sized": args.sized,
         "rounds": args.rounds,
         "ray_rows": args.ray_rows,
         "plan_rows": args.plan_rows,

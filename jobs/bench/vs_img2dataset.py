@@ -10,9 +10,11 @@ alternate, in ``rounds``; figures are medians:
 - **per worker-second**: images over the shard's own time (img2dataset's ``duration`` in ``*_stats.json``, ours
   ``seconds`` in ``*_stats.json``): one worker's throughput, without start-up;
 - **whole command**: images over the wall-clock time of the command, start-up and shutdown included;
-- **per CPU-second**: images over the CPU time of every process the command started (user + system; this process
-  is a child subreaper, so Ray's or multiprocessing's processes are reaped and counted here whoever started them);
-  the HTTP server's CPU time, in this process, is reported apart and is not in img2dataset's;
+- **per CPU-second**: images over the CPU time the command cost the machine: the whole machine's busy time
+  (``/proc/stat``) during the run, less this process's own (the HTTP server's, reported apart). The machine must
+  be otherwise idle. The CPU time of the command's process tree is reported beside it (this process is a child
+  subreaper, so orphans are reaped and counted here), but it misses whatever Ray's processes reap among
+  themselves;
 - **image work alone**: one process decoding, resizing and encoding the same files from memory, img2dataset's
   ``Resizer`` against our ``process_image``.
 """
@@ -102,11 +104,20 @@ def _children() -> list[int]:
     return found
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (every state of ``/proc/stat``'s cpu line but idle and iowait)."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def run_counted(cmd: list[str], env: dict, grace: float = 30.0) -> dict:
-    """Run ``cmd``; wall seconds, and CPU seconds of it and of every process it left behind (reaped here)."""
+    """Run ``cmd``; wall seconds, the machine's busy CPU seconds less this process's, and the CPU seconds of its
+    process tree (every process it left behind is reaped here)."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     before, self_before = resource.getrusage(resource.RUSAGE_CHILDREN), resource.getrusage(resource.RUSAGE_SELF)
+    busy = machine_busy_seconds()
     start = time.perf_counter()
     proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - start
@@ -123,11 +134,12 @@ def run_counted(cmd: list[str], env: dict, grace: float = 30.0) -> dict:
                         os.kill(child, signal.SIGKILL)
             time.sleep(0.05)
     after, self_after = resource.getrusage(resource.RUSAGE_CHILDREN), resource.getrusage(resource.RUSAGE_SELF)
+    busy = machine_busy_seconds() - busy
     if proc.returncode != 0:
         raise RuntimeError(f"bench pack: {' '.join(cmd[:3])} ... exited with {proc.returncode}:\n{proc.stderr[-3000:]}")
-    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    tree = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     own = (self_after.ru_utime + self_after.ru_stime) - (self_before.ru_utime + self_before.ru_stime)
-    return {"wall_seconds": wall, "cpu_seconds": cpu, "this_process_cpu_seconds": own}
+    return {"wall_seconds": wall, "cpu_seconds": busy - own, "tree_cpu_seconds": tree, "this_process_cpu_seconds": own}
 
 
 def _img2dataset_run(python: str, urls: Path, out: Path, n: int, size: int, quality: int) -> dict:
