@@ -43,6 +43,7 @@ from jobs.bench.runner import REPO, python_env
 from pipeline.pack import PackConfig
 
 _PR_SET_CHILD_SUBREAPER = 36
+IMAGE_WORK_FILES = 500  # files of the image-work figure, held in memory
 TOOLS = ("img2dataset", "copa", "copa_local")  # copa: copa pack on Ray (the default); copa_local: --engine local
 
 _IMG2DATASET = """
@@ -54,7 +55,7 @@ download(**json.loads(sys.argv[1]))
 _RESIZER = """
 import json, sys, time
 from img2dataset.resizer import Resizer
-args = json.loads(sys.argv[1])
+args = json.loads(open(sys.argv[1]).read())
 resizer = Resizer(image_size=args["size"], resize_mode="keep_ratio", resize_only_if_bigger=True,
                   encode_quality=args["quality"], encode_format="jpg")
 data = [open(p, "rb").read() for p in args["paths"]]
@@ -171,13 +172,16 @@ def _copa_run(source: str, out: Path, config: Path, n: int, engine: str) -> dict
     return counted | {"images": info["num_samples"], "shard_seconds": sum(s["seconds"] for s in stats)}
 
 
-def image_work(python: str, paths: list[str], size: int, quality: int, image, reps: int) -> dict:
+def image_work(python: str, paths: list[str], image, reps: int, work: Path) -> dict:
     """Decode-resize-encode alone, one process, files in memory: img2dataset's Resizer and our process_image."""
     from pipeline.images import process_image
 
     env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1")
-    args = json.dumps({"paths": paths, "size": size, "quality": quality, "reps": reps})
-    proc = subprocess.run([python, "-c", _RESIZER, args], env=env, capture_output=True, text=True, check=False)
+    args = work / "resizer_args.json"  # a file: thousands of paths do not fit a command line
+    args.write_text(
+        json.dumps({"paths": paths, "size": image.max_short_side, "quality": image.jpeg_quality, "reps": reps})
+    )
+    proc = subprocess.run([python, "-c", _RESIZER, str(args)], env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"bench pack: img2dataset's Resizer failed:\n{proc.stderr[-3000:]}")
     theirs = json.loads(proc.stdout.strip().splitlines()[-1])["seconds"]
@@ -221,8 +225,8 @@ def side_by_side(python: str, rows: list[dict], source: str, image, rounds: int,
         fig = figures[key] = {tool: n / median[tool][measure] for tool in TOOLS}
         fig["ratio"] = fig["copa"] / fig["img2dataset"]
         fig["ratio_local"] = fig["copa_local"] / fig["img2dataset"]
-    paths = [str(root / r["image_path"]) for r in rows]
-    figures["image_work"] = image_work(python, paths, image.max_short_side, image.jpeg_quality, image, reps=2)
+    paths = [str(root / r["image_path"]) for r in rows[:IMAGE_WORK_FILES]]
+    figures["image_work"] = image_work(python, paths, image, reps=max(1, 1000 // len(paths)), work=work)
     return figures | {
         "images": n,
         "rounds": rounds,
