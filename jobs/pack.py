@@ -320,10 +320,20 @@ def finalize(
         geometry=config.geometry,
         sources={name: {k: c[k] for k in ("input", "ok", "rejected")} for name, c in sorted(sources.items())},
         config=config.to_dict(),
+        libraries=_libraries(stats),
     )
     write_sizes(root, {shard_files(s.shard)["tar"]: s.num_ok for s in stats}, fs)
     write_dataset_info(root, info, fs)
     return info, stats
+
+
+def _libraries(stats: list[ShardStats]) -> dict[str, str | list[str]]:
+    """The workers' library versions: one per library, or the sorted list where shards were written with several."""
+    seen: dict[str, set[str]] = {}
+    for s in stats:
+        for name, version in s.libraries.items():
+            seen.setdefault(name, set()).add(version)
+    return {name: min(v) if len(v) == 1 else sorted(v) for name, v in sorted(seen.items())}
 
 
 def pack_in_process(rows: list[dict], out: str, config: PackConfig) -> tuple[DatasetInfo, list[ShardStats]]:

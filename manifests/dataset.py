@@ -170,6 +170,7 @@ class ShardStats:
     tar_bytes: int
     seconds: float
     boxes_dropped: dict[str, int] = field(default_factory=dict)  # reason -> boxes dropped at pack time
+    libraries: dict[str, str] = field(default_factory=dict)  # library -> version, of those that decide the bytes
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self):
@@ -189,6 +190,9 @@ class DatasetInfo:
     geometry: Geometry
     sources: dict[str, dict[str, int]]  # source -> {"input", "ok", "rejected"}
     config: dict = field(default_factory=dict)  # the full resolved pack config
+    # library -> version of those that decide the bytes (JPEG codec, labels, Parquet writer), as the workers ran
+    # them; a list of versions where workers differed, which makes the shards depend on where they were written
+    libraries: dict[str, str | list[str]] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> str:

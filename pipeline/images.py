@@ -14,8 +14,8 @@ Decisions, each measured or argued once here:
   a decode has validated it. That decode runs at 1/8 scale (`draft`): libjpeg reads and Huffman-decodes every
   entropy-coded byte, so it fails where a full decode fails (data cut short, broken tables), at about half the cost
   (0.77 against 1.37 ms for a 512x384 JPEG). Neither finds a file cut short and given back an EOI marker: libjpeg
-  fills the rest with gray and only warns. Anything else is re-encoded: progressive or arithmetic JPEGs (not every decoder
-  handles them well), grayscale JPEGs (we store RGB), MPO camera files and files padded with trailing data.
+  fills the rest with gray and only warns. Anything else is re-encoded: progressive or arithmetic JPEGs (not every
+  decoder handles them well), grayscale JPEGs (we store RGB), MPO camera files and files padded with trailing data.
 - **EXIF orientation.** COCO and Visual Genome boxes refer to the stored pixel grid and ignore EXIF orientation, so
   we do not rotate pixels. A JPEG whose orientation is not 1 is re-encoded instead of passed through; re-encoding
   drops EXIF, so every consumer (whether its decoder honours EXIF or not) sees the pixels the boxes refer to.
@@ -54,7 +54,8 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
+import PIL
+from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError, features
 
 EMPTY_FILE = "empty_file"
 NOT_AN_IMAGE = "not_an_image"
@@ -174,6 +175,12 @@ def process_image(data: bytes, cfg: ImageConfig) -> StoredImage:
         if rgb.size != target:
             rgb = rgb.resize(target, RESAMPLE_FILTERS[cfg.resample], box=box, reducing_gap=REDUCING_GAP)
         return StoredImage(_encode(rgb, cfg), *orig, *target, passed_through=False)
+
+
+def library_versions() -> dict[str, str]:
+    """The versions of what decides a stored image's bytes: Pillow and its JPEG codec (libjpeg-turbo or libjpeg)."""
+    codec = "libjpeg_turbo" if features.check_feature("libjpeg_turbo") else "jpg"
+    return {"pillow": PIL.__version__, codec: features.version(codec) or "unknown"}
 
 
 def bare_decode_resize_encode(data: bytes, cfg: ImageConfig, draft: bool = False) -> bytes:

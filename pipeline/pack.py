@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field, fields
 from hashlib import blake2b
 
 import numpy as np
+import pyarrow as pa
 
 from manifests.dataset import Geometry, ShardStats, ok_row, rejected_row, write_manifest, write_stats
 from manifests.labels import patch_coverage
@@ -39,7 +40,11 @@ from manifests.samples import Sample, ShardWriter
 from manifests.schema import SCHEMA_VERSION, STATUS_OK, shard_files, shard_name, split_key
 from pipeline.fetch import ImageFetcher, filesystem
 from pipeline.geometry import clip_xyxy, normalize
-from pipeline.images import ImageConfig, ImageError, StoredImage, process_image
+from pipeline.images import ImageConfig, ImageError, StoredImage, library_versions, process_image
+
+# What decides a shard's bytes besides the config and the source: the JPEG codec, numpy (the PTA grids) and pyarrow
+# (the Parquet manifest). Recorded in every shard's stats and in dataset.json.
+LIBRARIES = library_versions() | {"numpy": np.__version__, "pyarrow": pa.__version__}
 
 SIZE_MISMATCH = "size_mismatch"
 ASPECT_TOLERANCE = 0.02  # relative aspect-ratio difference still taken as the same picture (rounded sizes)
@@ -246,6 +251,7 @@ class ShardPacker:
             tar_bytes=self.fs.get_file_info(f"{self.root}/{files['tar']}").size,
             seconds=round(time.perf_counter() - start, 3),
             boxes_dropped=dict(sorted(box_drops.items())),
+            libraries=LIBRARIES,
         )
         write_stats(self.root, stats, self.fs)
         return stats

@@ -15,7 +15,7 @@ import pytest
 import webdataset as wds
 
 from jobs import ingest, pack, synth
-from manifests.dataset import read_dataset_info, read_manifest, read_sizes
+from manifests.dataset import ShardStats, read_dataset_info, read_manifest, read_sizes, read_stats
 from manifests.labels import patch_coverage
 from manifests.samples import decode_pta
 from pipeline.pack import PackConfig
@@ -139,3 +139,17 @@ def test_local_engine_writes_the_same_bytes_as_the_ray_job(packed, tmp_path, wor
     with contextlib.redirect_stdout(printed):  # the Ray job's folder, resumed without Ray: nothing left to do
         assert pack.main([*ray_args, "--engine", "local"]) == 0
     assert f"({num_shards(out)} already done)" in printed.getvalue()
+
+
+def test_dataset_records_the_library_versions_that_decide_the_bytes(packed) -> None:
+    import PIL
+
+    from pipeline.pack import LIBRARIES
+
+    _, out, _ = packed
+    info = read_dataset_info(str(out))
+    assert info.libraries == LIBRARIES and info.libraries["pillow"] == PIL.__version__
+    assert {"numpy", "pyarrow"} <= set(info.libraries)
+    one = read_stats(str(out), "000000")
+    other = ShardStats(**{**one.__dict__, "shard": "000001", "libraries": {**one.libraries, "pillow": "0.0"}})
+    assert pack._libraries([one, other])["pillow"] == sorted(["0.0", PIL.__version__])  # written with two Pillows
