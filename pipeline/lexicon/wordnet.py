@@ -86,22 +86,19 @@ class WordNet:
 
     def closure(self, name: str) -> set[int]:
         """The synset and all its hyponyms, transitively (offsets)."""
-        seen, todo = set(), [self.synset(name).offset]
-        while todo:
-            offset = todo.pop()
-            if offset not in seen:
-                seen.add(offset)
-                todo.extend(self.nouns[offset].hyponyms)
-        return seen
+        return self._walk([self.synset(name).offset], "hyponyms")
 
     def ancestors(self, offsets: set[int]) -> set[int]:
         """The synsets and all their hypernyms, transitively."""
-        seen, todo = set(), list(offsets)
+        return self._walk(list(offsets), "hypernyms")
+
+    def _walk(self, todo: list[int], link: str) -> set[int]:
+        seen = set()
         while todo:
             offset = todo.pop()
             if offset not in seen:
                 seen.add(offset)
-                todo.extend(self.nouns[offset].hypernyms)
+                todo.extend(getattr(self.nouns[offset], link))
         return seen
 
     def first_sense(self, lemma: str) -> int | None:
