@@ -235,9 +235,8 @@ class CaptionMatcher:
             for variant in {target, *(target[:i] + target[i + 1 :] for i in range(len(target)))}:
                 self._deletes.setdefault(variant, set()).add(target)
         self._cache = _Cache(self._normalise)
-        joins = {t for t in lexicon.fuzzy_targets}  # words written in two ("ele phant", "tooth brush"): common ones
-        self._join_firsts = {t[:i] for t in joins for i in range(3, len(t) - 1)}
-        self._joins = joins
+        self._joins = set(lexicon.fuzzy_targets)  # words written in two ("ele phant", "lap top"): the common ones
+        self._join_firsts = {t[:i] for t in self._joins for i in range(3, len(t) - 1)}
         self._interesting = set(self._labels) | set(self._starts) | self._join_firsts
 
     def find(self, text: str, present: Iterable[str] | None = None) -> list[Match]:
