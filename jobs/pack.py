@@ -268,14 +268,19 @@ def run_ray(args: argparse.Namespace, config: PackConfig, plan: ShardPlan, todo:
 # --- without Ray -----------------------------------------------------------------------------------------------------
 
 
+def add_by_shard(groups: dict[int, list[dict]], rows: list[dict], plan: ShardPlan) -> None:
+    """Append each row to its shard's list in ``groups``; rows of shards not in ``groups`` are left out."""
+    shards = plan.shard_of(key_hashes([row["key"] for row in rows])).tolist()
+    for row, shard in zip(rows, shards, strict=True):
+        if shard in groups:
+            groups[shard].append(row)
+
+
 def rows_by_shard(source: str, plan: ShardPlan, todo: list[int]) -> dict[int, list[dict]]:
     """The source rows of the shards to do, grouped by shard, in source order (as the Ray job hands them over)."""
-    wanted, groups = set(todo), {shard: [] for shard in todo}
+    groups: dict[int, list[dict]] = {shard: [] for shard in todo}
     for batch in open_source_table(source).iter_batches(batch_size=1 << 14):
-        shards = plan.shard_of(key_hashes(batch.column("key").to_pylist())).tolist()
-        for row, shard in zip(batch.to_pylist(), shards, strict=True):
-            if shard in wanted:
-                groups[shard].append(row)
+        add_by_shard(groups, batch.to_pylist(), plan)
     return groups
 
 
@@ -339,14 +344,12 @@ def _libraries(stats: list[ShardStats]) -> dict[str, str | list[str]]:
 def pack_in_process(rows: list[dict], out: str, config: PackConfig) -> tuple[DatasetInfo, list[ShardStats]]:
     """The same pack without Ray, one shard after another in this process (tests and benchmarks): the same plan,
     the same ``ShardPacker`` and the same ``finalize``, so the output is byte-identical to ``copa pack``'s."""
-    hashes = key_hashes([r["key"] for r in rows])
-    plan = plan_shards(hashes, config.samples_per_shard)
-    groups: dict[int, list[dict]] = {}
-    for row, shard in zip(rows, plan.shard_of(hashes).tolist(), strict=True):
-        groups.setdefault(shard, []).append(row)
+    plan = plan_shards(key_hashes([r["key"] for r in rows]), config.samples_per_shard)
+    groups: dict[int, list[dict]] = {shard: [] for shard in range(plan.num_shards)}
+    add_by_shard(groups, rows, plan)
     packer = ShardPacker(out, config)
-    for index in range(plan.num_shards):
-        packer.pack(index, groups.get(index, []))
+    for index, shard_rows in groups.items():
+        packer.pack(index, shard_rows)
     fs, root = filesystem(out)
     return finalize(fs, root, config, plan.num_shards)
 

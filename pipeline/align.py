@@ -194,9 +194,8 @@ class _Caption(NamedTuple):
         return self.parts[2 * k + 1] != self.words[k] and self.parts[2 * k + 1].endswith(("'s", "'"))
 
     def spaced(self, k: int) -> bool:
-        """Only whitespace between word k and word k + 1 ("bus stop", not "bus, stop")."""
-        gap = self.parts[2 * k + 2]
-        return gap == " " or (gap.isspace() and k + 1 < len(self.words))
+        """Word k has a next word, with only whitespace between them ("bus stop", not "bus, stop")."""
+        return k + 1 < len(self.words) and self.parts[2 * k + 2].isspace()
 
 
 class CaptionMatcher:

@@ -176,7 +176,9 @@ DROP_WORDS: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 
 
-def derive(wn: WordNet) -> dict:
+def derive(wn: WordNet, keep: dict[str, tuple[str, ...]] | None = None) -> dict:
+    """The lexicon (what coco_wordnet.json holds); ``keep`` replaces ``KEEP_AMBIGUOUS`` (``--review``: empty)."""
+    keep = KEEP_AMBIGUOUS if keep is None else keep
     closures = {category: set().union(*(wn.closure(r) for r in roots)) for category, roots in ROOTS.items() if roots}
     dropped = set().union(*(wn.closure(name) for name in DROP_SUBTREES))
     owner: dict[int, str] = {}  # synset -> category; the smaller closure wins a synset in two
@@ -192,7 +194,7 @@ def derive(wn: WordNet) -> dict:
                 continue
             if owner.get(wn.first_sense(word)) != category or word in DROP_WORDS.get(category, ()):
                 continue
-            if _other_things(wn, word, owner, physical) and word not in KEEP_AMBIGUOUS.get(category, ()):
+            if _other_things(wn, word, owner, physical) and word not in keep.get(category, ()):
                 continue
             words[category].add(word)
     generic = set(curated.GENERIC)
@@ -290,12 +292,7 @@ def _near_words(wn: WordNet, lexicon: set[str]) -> list[str]:
 
 def review(wn: WordNet) -> None:
     """Words the ambiguity rule drops: the candidates for ``KEEP_AMBIGUOUS``."""
-    keep = dict(KEEP_AMBIGUOUS)
-    KEEP_AMBIGUOUS.clear()
-    try:
-        lexicon = derive(wn)
-    finally:
-        KEEP_AMBIGUOUS.update(keep)
+    lexicon = derive(wn, keep={})
     owner = {wn.synset(name).offset: c for name, c in lexicon["synsets"].items()}
     physical = wn.closure("physical_entity.n.01")
     for offset, category in sorted(owner.items()):
