@@ -20,14 +20,16 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from tqdm import tqdm
 
 from jobs.cli import job_errors
 from manifests.schema import STATUS_OK
 from pipeline.geometry import DROP_REASONS
-from pipeline.readers import read_source
+from pipeline.readers import read_source, read_source_columns
 from pipeline.readers.coco import UNKNOWN_CATEGORY
-from pipeline.rows import SourceRow, write_source_table
+from pipeline.rows import SourceRow, SourceTableWriter
 from pipeline.sources import SourceSpec, load_sources
 
 MERGED = "merged"  # a VG image folded into its COCO sample: counted, not written
@@ -61,6 +63,21 @@ class SourceSummary:
         self.captions += len(row.captions)
         self.boxes += len(row.boxes)
         self.grounded_captions += sum(1 for rel in row.relevant if rel["boxes"])
+
+    def add_table(self, table: pa.Table) -> None:
+        """``add`` for every row of a table in the source-manifest schema, with column operations."""
+        self.images += table.num_rows
+        self.boxes_dropped += pc.sum(table["boxes_dropped"]).as_py() or 0
+        self.boxes_clipped += pc.sum(table["boxes_clipped"]).as_py() or 0
+        ok = table.filter(pc.equal(table["status"], STATUS_OK))
+        self.ok += ok.num_rows
+        for item in table["status"].value_counts().to_pylist():
+            if item["values"] != STATUS_OK:
+                self.rejected[item["values"]] += item["counts"]
+        self.captions += pc.sum(pc.list_value_length(ok["captions"])).as_py() or 0
+        self.boxes += pc.sum(pc.list_value_length(ok["boxes"])).as_py() or 0
+        boxes_per_caption = pc.list_value_length(pc.struct_field(pc.list_flatten(ok["relevant"]), "boxes"))
+        self.grounded_captions += pc.sum(pc.greater(boxes_per_caption, 0)).as_py() or 0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -96,25 +113,29 @@ def ingest(specs: list[SourceSpec], out: str, progress: bool = True) -> dict[str
         for row in tqdm(rows, desc=f"read {spec.name}", unit=" images", disable=not progress):
             coco_rows.setdefault(int(row.image_id), row)
 
-    def all_rows() -> Iterator[SourceRow]:
+    with SourceTableWriter(out) as writer:
         for spec in specs:
             if spec.format == "coco" and vg_specs:
                 continue  # held for merging, written at the end
             summary = summaries[spec.name]
-            if spec.format == "vg":
-                rows = _merge_vg(spec, coco_rows, summary)
-            else:
-                rows = read_source(spec, summary.reader_stats)
+            table = read_source_columns(spec, summary.reader_stats) if spec.format != "vg" else None
+            if table is not None:
+                summary.add_table(table)
+                writer.write_table(table)
+                if progress:
+                    tqdm.write(f"read {spec.name}: {table.num_rows} images")
+                continue
+            rows = (
+                _merge_vg(spec, coco_rows, summary) if spec.format == "vg" else read_source(spec, summary.reader_stats)
+            )
             for row in tqdm(rows, desc=f"read {spec.name}", unit=" images", disable=not progress):
                 summary.add(row)
-                yield row
+                writer.write_row(row)
         for spec in coco_specs if vg_specs else []:
             for row in coco_rows.values():
                 if row.source == spec.name:
                     summaries[spec.name].add(row)
-                    yield row
-
-    write_source_table(all_rows(), out)
+                    writer.write_row(row)
     return summaries
 
 

@@ -98,6 +98,12 @@ def no_labels(grid: int) -> np.ndarray:
     return np.zeros((0, grid, grid), np.uint8)
 
 
+@functools.lru_cache(maxsize=16)
+def _no_labels_npy(grid: int) -> bytes:
+    """The ``pta.npy`` of an image without boxes, the same bytes for every such sample (most of a web corpus)."""
+    return encode_pta(no_labels(grid))
+
+
 def encode_sample(sample: Sample, grid: int) -> dict[str, bytes]:
     """Member extension -> bytes, in the order they are written (sorted by extension); ``grid`` is the dataset's
     G, the shape of the empty grid stored for an image without boxes."""
@@ -116,7 +122,7 @@ def encode_sample(sample: Sample, grid: int) -> dict[str, bytes]:
     elif meta["boxes"]:
         raise ValueError(f"sample {sample.key}: has boxes but no pta grid")
     else:
-        members[PTA_EXT] = encode_pta(no_labels(grid))
+        members[PTA_EXT] = _no_labels_npy(grid)
     return dict(sorted(members.items()))
 
 

@@ -31,6 +31,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from hashlib import blake2b
 
+import cv2
 import numpy as np
 import pyarrow as pa
 
@@ -207,6 +208,9 @@ class ShardPacker:
         self.fs.create_dir(self.root, recursive=True)
         self.config = config
         self.fetcher = ImageFetcher()
+        # A pack worker is one core (Ray runs one per CPU): OpenCV's thread pool, which the bilinear resize would
+        # otherwise spread over every core, only adds contention. Process-wide, as OpenCV offers it.
+        cv2.setNumThreads(1)
 
     def _outcome(self, row: dict, shard: str, box_drops: Counter) -> tuple[Sample | None, dict]:
         """(the sample or None, its manifest row)."""

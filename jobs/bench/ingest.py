@@ -41,6 +41,7 @@ FULL = {  # real-dataset sizes (COCO train2017, Visual Genome 1.4 rounded)
     "vg_images": 100_000,
     "vg_regions": 5_000_000,
     "vg_objects": 2_000_000,
+    "web_rows": 3_000_000,  # an ALBEF-style CC3M caption list
 }
 
 
@@ -227,6 +228,50 @@ def generate_vg(folder: Path, sizes: dict[str, int], seed: int) -> dict[str, str
     return {name: str(path) for name, path in paths.items()}
 
 
+# Entries that the web reader must reject or treat with care, one of them every _BAD_EVERY entries, in turn.
+_BAD_ENTRIES = (
+    '{"image": "/abs/path.jpg", "caption": "an absolute path"}',
+    '{"image": "../up/x.jpg", "caption": "a path that climbs out"}',
+    '{"image": "web/empty%d.jpg", "caption": "  "}',
+    '{"image": "web/null%d.jpg", "caption": null}',
+    '{"image": "web/nocaption%d.jpg"}',
+    '{"image": "web/surrogate%d.jpg", "caption": "bad \\udcff text"}',
+    '"not an object"',
+    '{"image": 12345, "caption": "an image that is a number"}',
+    '{"image": "web/list%d.jpg", "caption": ["first of two", "", "second of two"]}',
+    '{"image": "web/dup_id_%d.jpg", "caption": "an image id another image holds", "image_id": "000000007"}',
+    '{"image": "web/spaces%d.jpg", "caption": "  extra   white\\tspace  "}',
+)
+_BAD_EVERY = 997
+
+
+def generate_web(folder: Path, rows: int, seed: int) -> dict[str, str]:
+    """An ALBEF/BLIP-style JSON list (``cc3m_train.json``): ``rows`` entries of ``{"image", "caption"}``; one image in
+    20 gets a second entry (caption) further on, and one entry in 997 is one of ``_BAD_ENTRIES``."""
+    rng = random.Random(seed)
+    path = folder / "web_list.json"
+    with _writer(path) as f:
+        f.write("[")
+        pending: list[int] = []
+        for i in range(rows):
+            if i:
+                f.write(",\n")
+            if i % _BAD_EVERY == _BAD_EVERY - 1:
+                bad = _BAD_ENTRIES[(i // _BAD_EVERY) % len(_BAD_ENTRIES)]
+                f.write(bad % i if "%d" in bad else bad)
+                continue
+            if pending and rng.random() < 0.05:
+                image = pending.pop(rng.randrange(len(pending)))
+            else:
+                image = i
+                if rng.random() < 0.05:
+                    pending.append(i)
+            caption = f"a {rng.choice(_ADJECTIVES)} {rng.choice(_VG_WORDS)} {rng.choice(_PLACES)}"
+            f.write(json.dumps({"image": f"cc3m/train/{image:09d}.jpg", "caption": caption}))
+        f.write("]")
+    return {"annotations": str(path)}
+
+
 def _generated(folder: Path, sizes: dict[str, int], seed: int) -> dict[str, dict[str, str]]:
     """The files for these sizes and seed: reused when an earlier run left them in ``folder``, else generated."""
     marker = folder / "bench_ingest_files.json"
@@ -238,7 +283,11 @@ def _generated(folder: Path, sizes: dict[str, int], seed: int) -> dict[str, dict
         ):
             return made["files"]
         marker.unlink()
-    files = {"coco": generate_coco(folder, sizes, seed), "vg": generate_vg(folder, sizes, seed)}
+    files = {
+        "coco": generate_coco(folder, sizes, seed),
+        "vg": generate_vg(folder, sizes, seed),
+        "web": generate_web(folder, sizes["web_rows"], seed),
+    }
     marker.write_text(json.dumps({"made_for": wanted, "files": files}))  # written last: the files are complete
     return files
 

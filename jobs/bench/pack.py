@@ -10,9 +10,11 @@ Three figures (DESIGN sections 9 and 11):
   ``process_image`` alone to show where the difference goes. Every loop reads each file from disk (warm page
   cache) for each image. Loops alternate in rounds, in a rotating order, so drift hits them alike. A second set of
   1600x1200 JPEGs shows the reduced-size decoding lever: the bare loop runs with and without ``draft``.
-- **Pass-through.** 512x384 JPEGs, already at the stored size as img2dataset stores CC3M and SBU: the pipeline
-  validates and stores them byte for byte; the baseline is a plain tar rewrite of the same members (JPEG, caption,
-  JSON), no checks.
+- **Pass-through.** 512x384 JPEGs, already at the stored size as img2dataset stores CC3M and SBU, in rows as ingest
+  reads such a corpus (one caption, no boxes): the pipeline validates and stores them byte for byte, by their
+  structure (the default) and by a 1/8-scale decode; the baseline is a plain tar rewrite of the same members (JPEG,
+  caption, JSON), no checks. Each file is then given six kinds of fault, and the figure counts which each check
+  rejects (``faults_caught``).
 - **Against img2dataset**, with ``--vs-img2dataset PYTHON`` (an interpreter whose environment has img2dataset): both
   tools on the same 640x480 files, alternated, per worker-second, whole command and per CPU-second
   (``jobs/bench/vs_img2dataset.py``). A run, not a published figure: hardware, image sizes and settings match.
@@ -39,7 +41,7 @@ import shutil
 import tarfile
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +52,15 @@ from PIL import Image, ImageDraw, ImageFilter, features
 
 from jobs.bench.runner import mb, run_fresh, write_report
 from pipeline.coco_categories import COCO_CATEGORIES
-from pipeline.images import RESAMPLE_FILTERS, ImageConfig, bare_decode_resize_encode, process_image, stored_size
+from pipeline.images import (
+    DECODE_ERRORS,
+    RESAMPLE_FILTERS,
+    ImageConfig,
+    bare_decode_resize_encode,
+    jpeg_structure_error,
+    process_image,
+    stored_size,
+)
 from pipeline.pack import PackConfig, ShardPacker
 from pipeline.rows import SOURCE_SCHEMA, SourceRow, read_source_table, write_source_table
 
@@ -159,6 +169,14 @@ def source_row(rng: np.random.Generator, key: str, root: Path, name: str, width:
     )
 
 
+def web_row(key: str, root: Path, name: str) -> SourceRow:
+    """A row as ingest reads an img2dataset corpus: one caption, no boxes, no annotated size."""
+    source, image_id = key.split("-", 1)
+    caption = f"a picture number {image_id} taken from the web"
+    return SourceRow(key=key, source=source, image_id=image_id, image_root=str(root), image_path=name,
+                     captions=[caption], relevant=[{"boxes": [], "words": []}])  # fmt: skip
+
+
 def generate(folder: Path, cfg: BenchPackConfig) -> dict:
     """The JPEG sets and their source manifests: ``coco.parquet`` (640x480), ``large.parquet`` (1600x1200),
     ``ray.parquet`` (the 640x480 files again under other keys, ``ray_rows`` rows) and ``tiny.parquet`` (2 rows)."""
@@ -178,7 +196,10 @@ def generate(folder: Path, cfg: BenchPackConfig) -> dict:
             with open(images / file, "wb") as f:
                 Image.fromarray(photo_like(rng, width, height)).save(f, format="JPEG", quality=90)
                 total += f.tell()
-            rows[name].append(source_row(rng, f"{source}-{i:012d}", images, file, width, height))
+            key = f"{source}-{i:012d}"
+            rows[name].append(
+                web_row(key, images, file) if name == "sized" else source_row(rng, key, images, file, width, height)
+            )
         made["sets"][name] = {"images": count, "width": width, "height": height, "mean_jpeg_bytes": total / count}
     coco = rows["coco"]
     rows["ray"] = [
@@ -214,11 +235,11 @@ def _loops(rows: list[dict], cfg: ImageConfig, work: Path, kind: str) -> dict:
     config = PackConfig(samples_per_shard=len(rows), image=cfg)
     count = {"runs": 0}
 
-    def pack() -> int:
+    def pack(packing: PackConfig = config) -> int:
         count["runs"] += 1
         out = work / f"pack_{count['runs']}"  # a fresh folder each time, as a new shard would be
         out.mkdir(parents=True)
-        stats = ShardPacker(str(out), config).pack(0, rows)
+        stats = ShardPacker(str(out), packing).pack(0, rows)
         if stats.num_ok != len(rows):  # a rejected row would make the pipeline look fast
             raise RuntimeError(f"bench pack: the packer rejected rows: {stats.rejected}")
         return stats.num_ok
@@ -240,7 +261,13 @@ def _loops(rows: list[dict], cfg: ImageConfig, work: Path, kind: str) -> dict:
         return len(rows)
 
     if kind == "sized":  # nothing to resize: the pipeline validates and passes through; a tar rewrite is the floor
-        return {"pack": pack, "process_image": stage, "tar_rewrite": rewrite}
+        decoding = PackConfig(samples_per_shard=len(rows), image=replace(cfg, pass_through_check="decode"))
+        return {
+            "pack": pack,
+            "pack_decode_check": lambda: pack(decoding),
+            "process_image": stage,
+            "tar_rewrite": rewrite,
+        }
     loops = {"pack": pack, "process_image": stage, "bare": lambda: bare(False)}
     if kind == "large":  # at 640x480 -> 512x384 there is nothing to draft: the loop would repeat "bare"
         loops["bare_draft"] = lambda: bare(True)
@@ -271,6 +298,8 @@ def per_worker(rows: list[dict], cfg: ImageConfig, rounds: int, work: Path, kind
             raise RuntimeError("bench pack: the already-sized JPEGs were not all passed through")
         fig["pack_vs_tar_rewrite"] = rates["pack"] / rates["tar_rewrite"]
         fig["pack_vs_tar_rewrite_per_round"] = [s["tar_rewrite"] / s["pack"] for s in per_round]
+        fig["pack_decode_check_vs_tar_rewrite"] = rates["pack_decode_check"] / rates["tar_rewrite"]
+        fig["faults_caught"] = faults_caught([Path(f"{r['image_root']}/{r['image_path']}").read_bytes() for r in rows])
         return fig
     fig |= {
         "cost_vs_bare": rates["bare"] / rates["pack"],
@@ -281,6 +310,47 @@ def per_worker(rows: list[dict], cfg: ImageConfig, rounds: int, work: Path, kind
         fig["cost_vs_bare_draft"] = rates["bare_draft"] / rates["pack"]
         fig["cost_vs_bare_draft_per_round"] = [s["pack"] / s["bare_draft"] for s in per_round]
     return fig
+
+
+def _decodes(data: bytes, scale: int) -> bool:
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if scale > 1:
+                im.draft("RGB", (-(-im.width // scale), -(-im.height // scale)))
+            im.load()
+        return True
+    except DECODE_ERRORS:
+        return False
+
+
+def faults_caught(files: list[bytes], seed: int = 0) -> dict:
+    """How many of ``files``, each given one fault of each kind, the structure walk, a 1/8-scale decode and a full
+    decode reject: what validating a pass-through JPEG by its structure gives up against decoding it."""
+    rng = np.random.default_rng(seed)
+    checks = {
+        "structure": lambda data: jpeg_structure_error(data) is None,
+        "decode_1_8": lambda data: _decodes(data, 8),
+        "decode_full": lambda data: _decodes(data, 1),
+    }
+    caught: dict[str, dict[str, int]] = {}
+    for data in files:
+        sos = data.index(b"\xff\xda")
+        scan = sos + 2 + int.from_bytes(data[sos + 2 : sos + 4], "big")  # where the entropy-coded data starts
+        cut, lost, flip = (int(v) for v in rng.integers(scan, len(data) - 120, 3))
+        header = int(rng.integers(20, scan))
+        faults = {
+            "cut_short": data[:cut],
+            "cut_short_eoi_put_back": data[:cut] + b"\xff\xd9",
+            "100_scan_bytes_lost": data[:lost] + data[lost + 100 :],
+            "16_scan_bytes_zeroed": data[:lost] + bytes(16) + data[lost + 16 :],
+            "one_scan_byte_changed": data[:flip] + bytes([data[flip] ^ 0x5A]) + data[flip + 1 :],
+            "one_header_byte_changed": data[:header] + bytes([data[header] ^ 0x5A]) + data[header + 1 :],
+        }
+        for fault, bad in faults.items():
+            row = caught.setdefault(fault, dict.fromkeys(checks, 0))
+            for name, passes in checks.items():
+                row[name] += not passes(bad)
+    return {"files": len(files), "caught": caught}
 
 
 # --- scaling with Ray ----------------------------------------------------------------------------------------------
@@ -470,7 +540,15 @@ def summary_lines(report: dict) -> list[str]:
             lines.append(
                 f"{what}, all passed through: pack {rates['pack']:.1f}/s, a plain tar rewrite of the same members "
                 f"{rates['tar_rewrite']:.1f}/s: pack = x{fig['pack_vs_tar_rewrite']:.2f} the rewrite (aim >= x0.8); "
-                f"process_image alone {rates['process_image']:.1f}/s"
+                f"process_image alone {rates['process_image']:.1f}/s; with pass_through_check=decode pack "
+                f"{rates['pack_decode_check']:.1f}/s (x{fig['pack_decode_check_vs_tar_rewrite']:.2f})"
+            )
+            faults = fig["faults_caught"]
+            lines.append(
+                f"faults caught in {faults['files']} passed-through JPEGs (structure / 1/8 decode / full decode): "
+                + "; ".join(
+                    f"{fault} {'/'.join(str(v) for v in row.values())}" for fault, row in faults["caught"].items()
+                )
             )
         else:
             lines.append(

@@ -200,7 +200,7 @@ class SurrogateGuard:
 # --- paths and keys (shared with the other web readers) ------------------------------------------------------------
 
 
-def _plain(path: str) -> bool:
+def plain_path(path: str) -> bool:
     """A path that ``rows.safe_relpath`` would return unchanged: relative, no empty, "." or ".." parts, no
     backslash, no scheme. Checked with C-speed string methods because CC3M has 3M of them."""
     return not (
@@ -224,7 +224,7 @@ def _climbs_out(path: str) -> bool:
 def check_image_path(raw: object) -> tuple[str | None, str | None]:
     """(normalized relative image path, None), or (None, ``bad_path`` / ``path_escapes_root``)."""
     if isinstance(raw, str):
-        if raw.isascii() and _plain(raw):
+        if raw.isascii() and plain_path(raw):
             return raw, None
         raw = restore_surrogates(raw)
     rel = safe_relpath(raw)

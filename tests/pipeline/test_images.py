@@ -10,6 +10,7 @@ import warnings
 import zlib
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFile, JpegImagePlugin
@@ -91,6 +92,7 @@ def reason_of(data: bytes, cfg: ImageConfig = CFG) -> str:
         ("max_pixels", 0),
         ("max_bytes", 0),
         ("resample", "nearest"),
+        ("pass_through_check", "none"),
     ],
 )
 def test_config_rejects_bad_values_naming_the_field(field: str, value: object) -> None:
@@ -230,6 +232,28 @@ def test_draft_decoding_matches_a_full_decode() -> None:
     assert out.jpeg != bare_decode_resize_encode(data, CFG, draft=False)
 
 
+def test_small_bilinear_shrinks_are_opencv_larger_ones_pillow_antialiased() -> None:
+    def stored(pixels: np.ndarray) -> bytes:
+        return encode(Image.fromarray(pixels), quality=CFG.jpeg_quality, subsampling="4:2:0")
+
+    coco = encode(natural(640, 480, seed=4))  # 1.25x: OpenCV's bit-exact bilinear, then Pillow's encoder
+    exact = cv2.resize(np.asarray(decode(coco)), (512, 384), interpolation=cv2.INTER_LINEAR_EXACT)
+    assert process_image(coco, CFG).jpeg == stored(exact)
+    # ... which is what Pillow's antialiased bilinear gives, up to rounding, at that factor
+    pillow = np.asarray(decode(coco).resize((512, 384), Image.Resampling.BILINEAR))
+    assert np.abs(exact.astype(int) - pillow).mean() < 1.0
+    wide = encode(natural(760, 570, seed=4))  # 1.48x: still OpenCV
+    assert process_image(wide, CFG).jpeg == stored(
+        cv2.resize(np.asarray(decode(wide)), (512, 384), interpolation=cv2.INTER_LINEAR_EXACT)
+    )
+    big = encode(natural(800, 600, seed=4))  # 1.56x: an unfiltered bilinear would alias, so Pillow's antialiased one
+    assert process_image(big, CFG).jpeg == stored(np.asarray(decode(big).resize((512, 384), Image.Resampling.BILINEAR)))
+    bicubic = ImageConfig(resample="bicubic")  # asked for: Pillow's bicubic at any factor
+    assert process_image(coco, bicubic).jpeg == stored(
+        np.asarray(decode(coco).resize((512, 384), Image.Resampling.BICUBIC))
+    )
+
+
 def test_baseline_resizes_to_the_same_target() -> None:
     data = encode(natural(640, 480))
     for draft in (False, True):
@@ -250,15 +274,48 @@ def test_small_baseline_rgb_jpeg_passes_through_byte_for_byte() -> None:
     assert process_image(upright, CFG).jpeg == upright
 
 
-def test_pass_through_validation_rejects_what_a_full_decode_rejects(monkeypatch) -> None:
+def test_pass_through_is_validated_by_its_structure_without_decoding(monkeypatch) -> None:
     data = encode(natural(256, 192))
-    dht = data.index(b"\xff\xc4")  # a Huffman table: garbled, the entropy-coded data cannot be read
+    loads = []
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda im: loads.append(im.size))
+    assert process_image(data, CFG).passed_through
+    assert loads == []  # no pixel decoded
+    scan = data.index(b"\xff\xda")
+    stuffed = data.index(b"\xff\x00", scan)
+    stray = data[: stuffed + 1] + b"\xc4" + data[stuffed + 2 :]  # a marker where the scan data should go on
+    comment = data[:-2] + b"\xff\xfe\x10\x00" + b"after the scan" + b"\xff\xd9"  # a length past the end
+    for bad, problem in ((stray, "byte "), (comment, "0xfe segment runs past the end of the file")):
+        assert images._may_pass_through(Image.open(io.BytesIO(bad)), bad)  # candidates by their header
+        assert problem in images.jpeg_structure_error(bad)
+        assert reason_of(bad) == TRUNCATED_IMAGE
+    # What no check can see: data cut short with the EOI marker put back (libjpeg fills gray and only warns)
+    assert images.jpeg_structure_error(data[: (scan + len(data)) // 2] + b"\xff\xd9") is None
+
+
+def test_structure_walk_follows_restart_markers_and_fill_bytes() -> None:
+    data = encode(natural(64, 48), restart_marker_blocks=4)
+    restarts = [i for i in range(len(data) - 1) if data[i] == 0xFF and 0xD0 <= data[i + 1] <= 0xD7]
+    assert len(restarts) >= 2 and images.jpeg_structure_error(data) is None
+    first, second = restarts[:2]
+    swapped = bytearray(data)
+    swapped[first + 1], swapped[second + 1] = data[second + 1], data[first + 1]
+    assert "restart marker out of sequence" in images.jpeg_structure_error(bytes(swapped))
+    assert images.jpeg_structure_error(data[:-2] + b"\xff\xff\xff\xd9") is None  # fill bytes before EOI
+    assert images.jpeg_structure_error(data + b"\x00") == "1 bytes after the EOI marker"
+    assert images.jpeg_structure_error(data[:-2]) == "the entropy-coded data is cut short: no marker ends it"
+    assert images.jpeg_structure_error(b"GIF89a") == "no SOI marker"
+
+
+def test_decode_check_adds_libjpegs_table_checks(monkeypatch) -> None:
+    data = encode(natural(256, 192))
+    dht = data.index(b"\xff\xc4")  # a Huffman table garbled: the structure is whole, the table is not
     broken = data[: dht + 5] + b"\xff" * 20 + data[dht + 25 :]
-    assert images._may_pass_through(Image.open(io.BytesIO(broken)), broken)  # a pass-through candidate by its header
-    assert reason_of(broken) == TRUNCATED_IMAGE
+    assert images.jpeg_structure_error(broken) is None and process_image(broken, CFG).passed_through
+    decoding = ImageConfig(pass_through_check="decode")
+    assert reason_of(broken, decoding) == TRUNCATED_IMAGE
     drafts, draft = [], JpegImagePlugin.JpegImageFile.draft
     monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", lambda im, *a: (draft(im, *a), drafts.append(im.size)))
-    assert process_image(data, CFG).passed_through
+    assert process_image(data, decoding).passed_through
     assert drafts == [(32, 24)]  # validated at 1/8 scale
 
 
