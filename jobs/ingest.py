@@ -27,9 +27,9 @@ from tqdm import tqdm
 from jobs.cli import job_errors
 from manifests.schema import STATUS_OK
 from pipeline.geometry import DROP_REASONS
-from pipeline.readers import read_source, read_source_columns
+from pipeline.readers import img2dataset, read_source, read_source_columns
 from pipeline.readers.coco import UNKNOWN_CATEGORY
-from pipeline.rows import SourceRow, SourceTableWriter
+from pipeline.rows import SOURCE_SCHEMA, SourceRow, SourceTableWriter
 from pipeline.sources import SourceSpec, load_sources
 
 MERGED = "merged"  # a VG image folded into its COCO sample: counted, not written
@@ -84,6 +84,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="copa ingest", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="sources.yaml naming the annotation files and image roots")
     parser.add_argument("--out", required=True, help="the source manifest to write (Parquet)")
+    parser.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: every source read in this process (default); ray: the web sources (JSON lists, X-VLM files, "
+        "img2dataset shards) read by Ray Data tasks, on the cluster of RAY_ADDRESS (ray job submit) or a local one",
+    )
+    parser.add_argument("--workers", type=int, help="concurrent Ray read tasks (default: every CPU of the cluster)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
 
@@ -102,8 +110,13 @@ def _merge_vg(vg_spec: SourceSpec, coco_rows: dict[int, SourceRow], summary: Sou
         yield row
 
 
-def ingest(specs: list[SourceSpec], out: str, progress: bool = True) -> dict[str, SourceSummary]:
-    """Read every source and write the source manifest; returns the summary per source."""
+def ingest(
+    specs: list[SourceSpec], out: str, progress: bool = True, tables: Iterator[tuple[pa.Table, dict]] | None = None
+) -> dict[str, SourceSummary]:
+    """Read every source and write the source manifest; returns the summary per source.
+
+    ``tables`` (the Ray engine) gives the rows of every source that is not COCO or VG, in config order, as tables
+    with the reader's stats, read elsewhere; without it they are read here."""
     summaries = {spec.name: SourceSummary() for spec in specs}
     coco_specs = [s for s in specs if s.format == "coco"]
     vg_specs = [s for s in specs if s.format == "vg"]
@@ -118,7 +131,12 @@ def ingest(specs: list[SourceSpec], out: str, progress: bool = True) -> dict[str
             if spec.format == "coco" and vg_specs:
                 continue  # held for merging, written at the end
             summary = summaries[spec.name]
-            table = read_source_columns(spec, summary.reader_stats) if spec.format != "vg" else None
+            table = None
+            if tables is not None and spec.format not in LOCAL_FORMATS:
+                table, stats = next(tables)
+                summary.reader_stats.update(stats)
+            elif spec.format != "vg":
+                table = read_source_columns(spec, summary.reader_stats)
             if table is not None:
                 summary.add_table(table)
                 writer.write_table(table)
@@ -137,6 +155,90 @@ def ingest(specs: list[SourceSpec], out: str, progress: bool = True) -> dict[str
                     summaries[spec.name].add(row)
                     writer.write_row(row)
     return summaries
+
+
+# --- on Ray Data -----------------------------------------------------------------------------------------------------
+
+LOCAL_FORMATS = ("coco", "vg")  # read by the driver: small, and VG merges into COCO there
+_PART_SCHEMA = pa.schema([("spec", pa.string()), ("shard", pa.string())])
+
+
+def ray_parts(specs: list[SourceSpec]) -> list[dict]:
+    """The tasks of the Ray engine, in the order their results are written: one per source that is not COCO or VG,
+    except img2dataset folders, read one task per shard (tar)."""
+    parts = []
+    for spec in specs:
+        if spec.format in LOCAL_FORMATS:
+            continue
+        shards = img2dataset.shard_names(spec) if spec.format == "img2dataset" else [""]
+        parts += [{"spec": json.dumps(vars(spec)), "shard": shard} for shard in shards]
+    return parts
+
+
+def _ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as stream:
+        stream.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def read_part(batch: pa.Table) -> pa.Table:
+    """One Ray Data task: the rows of a source (or the records of one img2dataset shard) as Arrow IPC bytes, with
+    the reader's stats, so that parts of any schema travel in one column."""
+    payloads, stats_out = [], []
+    for spec_json, shard in zip(batch["spec"].to_pylist(), batch["shard"].to_pylist(), strict=True):
+        spec, stats = SourceSpec(**json.loads(spec_json)), Counter()
+        if shard:
+            table = img2dataset.shard_records(spec, shard)
+        else:
+            table = read_source_columns(spec, stats)
+            if table is None:
+                table = pa.Table.from_pylist([vars(row) for row in read_source(spec, stats)], schema=SOURCE_SCHEMA)
+        payloads.append(_ipc(table))
+        stats_out.append(json.dumps(dict(stats)))
+    return pa.table({"table": pa.array(payloads, pa.large_binary()), "stats": stats_out})
+
+
+def ray_tables(specs: list[SourceSpec], rows: Iterator[dict]) -> Iterator[tuple[pa.Table, dict]]:
+    """The tables ``ingest`` takes, from the Ray results in part order: img2dataset shards become rows here, where
+    keys are claimed across the folder."""
+    for spec in specs:
+        if spec.format in LOCAL_FORMATS:
+            continue
+        if spec.format != "img2dataset":
+            row = next(rows)
+            yield pa.ipc.open_stream(row["table"]).read_all(), json.loads(row["stats"])
+            continue
+        shards = [pa.ipc.open_stream(next(rows)["table"]).read_all() for _ in img2dataset.shard_names(spec)]
+        yield img2dataset.rows_from_records(spec, shards), {}
+
+
+def ingest_on_ray(specs: list[SourceSpec], out: str, workers: int | None, progress: bool) -> dict[str, SourceSummary]:
+    """``ingest`` with the web sources read by Ray Data tasks; the output is the same whatever the number of workers
+    (results are taken in part order)."""
+    import ray
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(logging_level="WARNING", configure_logging=True)
+    try:
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        ctx.print_on_execution_start = False
+        ctx.execution_options.preserve_order = True
+        parts = ray_parts(specs)
+        workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        ds = ray.data.from_items(parts, override_num_blocks=max(1, len(parts))).map_batches(
+            read_part,
+            batch_size=1,
+            batch_format="pyarrow",
+            compute=ray.data.TaskPoolStrategy(size=workers),
+            num_cpus=1,
+        )
+        return ingest(specs, out, progress, tables=ray_tables(specs, iter(ds.iter_rows())))
+    finally:
+        if started_here:
+            ray.shutdown()
 
 
 def format_summary(summaries: dict[str, SourceSummary]) -> str:
@@ -161,7 +263,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     specs = load_sources(args.config)
     start = time.perf_counter()
-    summaries = ingest(specs, args.out, progress=not args.quiet and sys.stderr.isatty())
+    progress = not args.quiet and sys.stderr.isatty()
+    if args.engine == "ray":
+        summaries = ingest_on_ray(specs, args.out, args.workers, progress)
+    else:
+        summaries = ingest(specs, args.out, progress)
     seconds = time.perf_counter() - start
     print(format_summary(summaries))
     total = sum(s.images for s in summaries.values())

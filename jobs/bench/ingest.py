@@ -272,6 +272,46 @@ def generate_web(folder: Path, rows: int, seed: int) -> dict[str, str]:
     return {"annotations": str(path)}
 
 
+def generate_img2dataset(folder: Path, rows: int, seed: int, shard_rows: int = 10_000) -> dict[str, str]:
+    """An img2dataset output folder of ``rows`` URLs in shards of ``shard_rows``: the Parquet sidecars in the schema
+    img2dataset writes (95% of the URLs stored, the rest failed), and tars that hold only the first sample's members
+    (the reader reads nothing else from a tar that has a sidecar)."""
+    import io
+    import tarfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    root = folder / "img2dataset"
+    root.mkdir(parents=True, exist_ok=True)
+    for shard, start in enumerate(range(0, rows, shard_rows)):
+        n = min(shard_rows, rows - start)
+        keys = [f"{shard:05d}{i:04d}" for i in range(n)]
+        ok = rng.random(n) < 0.95
+        words = rng.integers(0, len(_VG_WORDS), n)
+        captions = [f"a {_ADJECTIVES[w % len(_ADJECTIVES)]} {_VG_WORDS[w]} {_PLACES[w % len(_PLACES)]}" for w in words]
+        table = pa.table({
+            "url": [f"http://example.com/{shard}/{i}.jpg" for i in range(n)],
+            "caption": captions,
+            "key": keys,
+            "status": np.where(ok, "success", "failed_to_download").tolist(),
+            "error_message": [None if o else "404" for o in ok],
+            "width": np.where(ok, 384, 0).astype(np.int32),
+            "height": np.where(ok, 288, 0).astype(np.int32),
+            "original_width": np.where(ok, 640, 0).astype(np.int32),
+            "original_height": np.where(ok, 480, 0).astype(np.int32),
+        })  # fmt: skip
+        pq.write_table(table, root / f"{shard:05d}.parquet")
+        first = keys[int(np.argmax(ok))]
+        with tarfile.open(root / f"{shard:05d}.tar", "w") as tar:
+            for ext, data in (("jpg", b"\xff\xd8\xff\xd9"), ("json", b"{}"), ("txt", b"a caption")):
+                info = tarfile.TarInfo(f"{first}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return {"folder": str(root)}
+
+
 def _generated(folder: Path, sizes: dict[str, int], seed: int) -> dict[str, dict[str, str]]:
     """The files for these sizes and seed: reused when an earlier run left them in ``folder``, else generated."""
     marker = folder / "bench_ingest_files.json"

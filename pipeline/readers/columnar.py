@@ -75,6 +75,29 @@ def caption_status(codes: np.ndarray, group: np.ndarray, num_groups: int) -> np.
     return status
 
 
+def status_array(codes: np.ndarray, others: dict[int, str] | None = None) -> pa.Array:
+    """``caption_status``'s codes as strings, with the statuses in ``others`` (row -> status) put over them."""
+    status = pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(STATUSES)).cast(pa.string())
+    return _sparse(others, status) if others else status
+
+
+def first_claims(key_ids: pa.Array) -> np.ndarray:
+    """For each key id, the position of its first occurrence: who claimed it. Digit-string ids of up to 17 digits
+    (img2dataset's keys, CC3M's file stems) are compared as integers with their length folded in, sorted by numpy;
+    any other ids are hashed by ``dictionary_encode``."""
+    n = len(key_ids)
+    if n and pc.all(pc.match_substring_regex(key_ids, "^[0-9]{1,17}$")).as_py():
+        codes = np.asarray(pc.cast(key_ids, pa.int64())) + np.asarray(pc.utf8_length(key_ids), np.int64) * 10**17
+        order = np.argsort(codes, kind="stable")
+        ordered = codes[order]
+        starts = np.r_[True, ordered[1:] != ordered[:-1]]
+        holder = np.empty(n, np.int64)
+        holder[order] = order[starts][np.cumsum(starts) - 1]  # stable: a run starts at its smallest position
+        return holder
+    codes = np.asarray(key_ids.dictionary_encode().indices, np.int64)
+    return first_positions(codes)[codes]
+
+
 def first_positions(codes: np.ndarray) -> np.ndarray:
     """Where each code first occurs, for codes numbered in order of first occurrence (as ``dictionary_encode``
     numbers them): a code is new exactly where it exceeds every code before it. O(n), no sort."""
@@ -91,12 +114,12 @@ def caption_table(
     paths: pa.Array,
     captions: pa.Array,
     caption_group: np.ndarray,
-    status: np.ndarray,  # caption_status's codes
+    status: pa.Array,
     errors: dict[int, str],
     *,
     members: pa.Array | None = None,
-    widths: np.ndarray | None = None,
-    heights: np.ndarray | None = None,
+    widths: pa.Array | None = None,
+    heights: pa.Array | None = None,
 ) -> pa.Table:
     """The source-manifest rows of captions-only images: one per key id, with its kept captions (``captions``
     null where dropped, ``caption_group`` the row of each), its ``status`` and its error (``errors``: row -> message,
@@ -124,25 +147,24 @@ def caption_table(
         "image_root": constant(image_root),
         "image_path": paths,
         "image_member": members if members is not None else pa.nulls(n, pa.string()),
-        "width": pa.array(widths, pa.int32()) if widths is not None else zeros,
-        "height": pa.array(heights, pa.int32()) if heights is not None else zeros,
+        "width": zeros if widths is None else widths,
+        "height": zeros if heights is None else heights,
         "captions": caption_lists,
         "boxes": empty_lists(pa.list_(pa.float32(), 4)),
         "box_labels": empty_lists(pa.string()),
         "box_crowd": empty_lists(pa.bool_()),
         "relevant": relevant,
-        "status": pa.DictionaryArray.from_arrays(pa.array(status), pa.array(STATUSES)).cast(pa.string()),
-        "error": _sparse(errors, n),
+        "status": status,
+        "error": _sparse(errors, pa.nulls(n, pa.string())),
         "boxes_dropped": zeros,
         "boxes_clipped": zeros,
     }
     return pa.table([columns[f.name].cast(f.type) for f in SOURCE_SCHEMA], schema=SOURCE_SCHEMA)
 
 
-def _sparse(values: dict[int, str], n: int) -> pa.Array:
-    """A string array of length ``n``, null except at the keys of ``values``."""
-    mask = np.zeros(n, bool)
+def _sparse(values: dict[int, str], base: pa.Array) -> pa.Array:
+    """``base`` with the strings of ``values`` (position -> string) put in at their positions."""
+    mask = np.zeros(len(base), bool)
     mask[list(values)] = True
-    return pc.replace_with_mask(
-        pa.nulls(n, pa.string()), pa.array(mask), pa.array([values[i] for i in sorted(values)], pa.string())
-    )
+    replacements = pa.array([values[i] for i in sorted(values)], pa.string())
+    return pc.replace_with_mask(base, pa.array(mask), replacements)

@@ -147,7 +147,13 @@ def _mark(text: str, final: bool) -> tuple[bytes, str]:
     try:
         return done.encode("utf-8"), text[cut:]
     except UnicodeEncodeError:  # raw bytes that were not UTF-8, decoded with surrogateescape: rarely worth a scan
-        return _SURROGATE.sub(lambda s: f"{_MARK}{ord(s.group()):04x}", done).encode("utf-8"), text[cut:]
+        return mark_surrogates(done).encode("utf-8"), text[cut:]
+
+
+def mark_surrogates(text: str) -> str:
+    """``text`` with each lone surrogate replaced by the guard's marker, so that Arrow can hold it (valid UTF-8);
+    ``restore_surrogates`` undoes it."""
+    return _SURROGATE.sub(lambda s: f"{_MARK}{ord(s.group()):04x}", text)
 
 
 def restore_surrogates(text: str) -> str:

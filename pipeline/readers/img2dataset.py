@@ -36,22 +36,31 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import NamedTuple
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from pipeline.fetch import filesystem
+from pipeline.readers.columnar import (
+    STATUSES,
+    caption_status,
+    caption_table,
+    clean_captions_column,
+    first_claims,
+    status_array,
+)
 from pipeline.readers.common import (
     BAD_RECORD,
     CAPTION_ERRORS,
     KeyRegistry,
-    caption_row,
     is_key_id,
+    mark_surrogates,
     path_hash,
     rejected_row,
 )
-from pipeline.rows import DUPLICATE_KEY, SourceRow
+from pipeline.rows import DUPLICATE_KEY, SOURCE_SCHEMA, SourceRow, iter_source_rows
 from pipeline.sources import SourceSpec
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")  # img2dataset's --encode_format choices (and jpeg, by hand)
@@ -168,39 +177,226 @@ def _from_tar(fs: pafs.FileSystem, tar_path: str) -> Iterator[_Record]:
         yield _sample_record(key.rpartition("/")[2], sample)
 
 
-def _row(spec: SourceSpec, keys: KeyRegistry, record: _Record, tar: str, index: int) -> SourceRow:
-    where = f"{spec.images}/{tar} sample {index}"
-    if not isinstance(record.key, str) or not record.key:
-        error = f"{where}: img2dataset key {record.key!r} is not a string"
-        return rejected_row(spec, keys, f"{tar.partition('.')[0]}_{index}", BAD_RECORD, error, tar)
-    key_id = record.key if is_key_id(record.key) else path_hash(f"{tar}/{record.key}")
-    holder = keys.claim(key_id, tar)
-    if holder is not None:
-        error = f"{where}: key {record.key!r} was already used in {holder}"
-        return rejected_row(spec, keys, f"{key_id}_dup", DUPLICATE_KEY, error, tar)
-    row, reason = caption_row(spec, key_id, tar, record.captions)
-    row.image_member, row.width, row.height = record.member, record.width, record.height
-    if record.member is None:
-        return row.reject(BAD_RECORD, f"{where}: key {record.key!r} has no image member ({'/'.join(IMAGE_EXTS)})")
-    if reason:
-        return row.reject(reason, f"{where} (key {record.key!r}): {CAPTION_ERRORS[reason]}")
-    return row
-
-
-def read(spec: SourceSpec, stats: Counter | None = None) -> Iterator[SourceRow]:
-    """Rows of one img2dataset output folder: shards in name order, samples in shard order.
-
-    There are no boxes, so ``stats`` gets nothing: every problem is a rejected row."""
+def _tars(spec: SourceSpec) -> tuple[pafs.FileSystem, str, list[str], set[str]]:
     fs, root = filesystem(spec.images)
     names = _list_folder(fs, root, f"source {spec.name}")
     tars = [name for name in names if name.endswith(".tar")]
     if not tars:
         raise ValueError(f"source {spec.name}: no .tar shards in {spec.images} (expected img2dataset output)")
-    keys = KeyRegistry(spec.name)
-    present = set(names)
-    for tar in tars:
-        sidecar = tar.removesuffix(".tar") + ".parquet"
-        tar_path = f"{root}/{tar}"
-        records = _from_sidecar(fs, f"{root}/{sidecar}", tar_path) if sidecar in present else _from_tar(fs, tar_path)
-        for index, record in enumerate(records):
-            yield _row(spec, keys, record, tar, index)
+    return fs, root, tars, set(names)
+
+
+def _shard_records(fs: pafs.FileSystem, root: str, tar: str, present: set[str]) -> Iterator[_Record]:
+    sidecar = tar.removesuffix(".tar") + ".parquet"
+    tar_path = f"{root}/{tar}"
+    return _from_sidecar(fs, f"{root}/{sidecar}", tar_path) if sidecar in present else _from_tar(fs, tar_path)
+
+
+def read(spec: SourceSpec, stats: Counter | None = None) -> Iterator[SourceRow]:
+    """``read_table``'s rows one by one: shards in name order, samples in shard order."""
+    return iter_source_rows(read_table(spec, stats))
+
+
+# --- the same rows as columns ----------------------------------------------------------------------------------------
+
+RECORD_SCHEMA = pa.schema(
+    [
+        ("tar", pa.string()),  # the shard
+        ("key", pa.string()),  # img2dataset key; null when it is not a string (then ``bad_key`` is its repr)
+        ("bad_key", pa.string()),
+        ("member", pa.string()),  # image member, null when the tar has none for this key
+        ("caption", pa.string()),  # null when there is none or it is not a string; lone surrogates marked
+        ("has_caption", pa.bool_()),  # whether the record gives a caption (a null one counts: empty_caption)
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+    ]
+)
+
+
+def _sidecar_columns(fs: pafs.FileSystem, parquet_path: str, tar_path: str, tar: str) -> pa.Table | None:
+    """The records of a shard from its sidecar as columns, or None when a column has a type only Python handles."""
+    try:
+        with fs.open_input_file(parquet_path) as f:
+            parquet = pq.ParquetFile(f)
+            names = set(parquet.schema_arrow.names)
+            if not {"key", "status"} <= names:
+                raise ValueError(f"{parquet_path}: not an img2dataset sidecar: it lacks a 'key' or 'status' column")
+            table = parquet.read(columns=[c for c in SIDECAR_COLUMNS if c in names])
+    except (OSError, pa.ArrowException) as err:
+        raise ValueError(f"{parquet_path}: cannot read the Parquet sidecar: {err}") from err
+    if not pa.types.is_string(table.schema.field("key").type) or (
+        "caption" in names and not pa.types.is_string(table.schema.field("caption").type)
+    ):
+        return None
+    table = table.filter(pc.equal(table["status"], SUCCESS))
+    n = table.num_rows
+    ext = _image_extension(fs, tar_path) if n else "jpg"
+
+    def size(name: str) -> pa.Array:
+        if name not in names or not pa.types.is_integer(table.schema.field(name).type):
+            return pa.array(np.zeros(n, np.int32))
+        values = table[name].combine_chunks()
+        return pc.if_else(pc.greater(values, 0), values, 0).fill_null(0).cast(pa.int32())
+
+    keys = table["key"].combine_chunks()
+    caption = table["caption"].combine_chunks() if "caption" in names else pa.nulls(n, pa.string())
+    return pa.table(
+        [
+            pa.nulls(n, pa.string()).fill_null(tar),
+            keys,
+            pa.nulls(n, pa.string()),
+            pc.binary_join_element_wise(keys, pa.scalar(ext), "."),
+            caption,
+            pa.array(np.full(n, "caption" in names)),
+            size("width"),
+            size("height"),
+        ],
+        schema=RECORD_SCHEMA,
+    )
+
+
+def _records_from_python(records: Iterator[_Record], tar: str) -> pa.Table:
+    rows = []
+    for record in records:
+        key = record.key if isinstance(record.key, str) else None
+        caption = record.captions[0] if record.captions else None
+        rows.append({
+            "tar": tar,
+            "key": key,
+            "bad_key": None if key is not None else repr(record.key),
+            "member": record.member,
+            "caption": mark_surrogates(caption) if isinstance(caption, str) else None,
+            "has_caption": bool(record.captions),
+            "width": record.width,
+            "height": record.height,
+        })  # fmt: skip
+    return pa.Table.from_pylist(rows, schema=RECORD_SCHEMA)
+
+
+def shard_records(spec: SourceSpec, tar: str) -> pa.Table:
+    """The records of one shard of the folder as columns (``RECORD_SCHEMA``): from its sidecar, else by streaming
+    the tar. One task of ``copa ingest --engine ray``."""
+    fs, root = filesystem(spec.images)
+    present = set(_list_folder(fs, root, f"source {spec.name}"))
+    return _shard_columns(fs, root, tar, present)
+
+
+def _shard_columns(fs: pafs.FileSystem, root: str, tar: str, present: set[str]) -> pa.Table:
+    sidecar = tar.removesuffix(".tar") + ".parquet"
+    if sidecar in present:
+        table = _sidecar_columns(fs, f"{root}/{sidecar}", f"{root}/{tar}", tar)
+        if table is not None:
+            return table
+    return _records_from_python(_shard_records(fs, root, tar, present), tar)
+
+
+def shard_names(spec: SourceSpec) -> list[str]:
+    """The shards of the folder, in the order their rows come."""
+    return _tars(spec)[2]
+
+
+def read_table(spec: SourceSpec, stats: Counter | None = None) -> pa.Table:
+    """``read``'s rows as an Arrow table in the source-manifest schema, built from the shards' records as columns.
+
+    There are no boxes, so ``stats`` gets nothing: every problem is a rejected row."""
+    fs, root, tars, present = _tars(spec)
+    return rows_from_records(spec, [_shard_columns(fs, root, tar, present) for tar in tars])
+
+
+def rows_from_records(spec: SourceSpec, shards: list[pa.Table]) -> pa.Table:
+    """The rows of the records of every shard, in order: keys claimed first come, first served across shards
+    (``_row``'s rules, as column operations; rows without a key of their own are made one at a time)."""
+    records = pa.concat_tables(shards).combine_chunks() if shards else RECORD_SCHEMA.empty_table()
+    n = records.num_rows
+    tars = records["tar"].combine_chunks()
+    index = np.concatenate([np.arange(t.num_rows) for t in shards]) if shards else np.zeros(0, np.int64)
+    keys = records["key"].combine_chunks()
+    good = np.asarray(pc.greater(pc.utf8_length(keys), 0).fill_null(False))
+    key_ids = pc.if_else(pa.array(good), keys, pa.scalar(None, pa.string()))
+    unsafe = np.flatnonzero(good & ~np.asarray(pc.match_substring_regex(keys, "^[A-Za-z0-9_-]+$").fill_null(False)))
+    if len(unsafe):
+        mask = np.zeros(n, bool)
+        mask[unsafe] = True
+        hashed = [path_hash(f"{tars[i].as_py()}/{keys[i].as_py()}") for i in unsafe.tolist()]
+        key_ids = pc.replace_with_mask(key_ids, pa.array(mask), pa.array(hashed, pa.string()))
+    positions = np.flatnonzero(good)
+    holder = np.full(n, -1, np.int64)
+    holder[positions] = positions[first_claims(key_ids.filter(pa.array(good)))]
+    duplicate = good & (holder != np.arange(n))
+
+    captions = records["caption"].combine_chunks()
+    has_caption = np.asarray(records["has_caption"].combine_chunks())
+    cleaned, outcome = clean_captions_column(captions.filter(pa.array(has_caption)))
+    status = caption_status(outcome, np.flatnonzero(has_caption), n)
+    members = records["member"].combine_chunks()
+    no_member = np.asarray(pc.is_null(members))
+    errors = {}
+    for i in np.flatnonzero(no_member | (status > 0)).tolist():
+        where, key = f"{spec.images}/{tars[i].as_py()} sample {index[i]}", keys[i].as_py()
+        if no_member[i]:
+            errors[i] = f"{where}: key {key!r} has no image member ({'/'.join(IMAGE_EXTS)})"
+        else:
+            errors[i] = f"{where} (key {key!r}): {CAPTION_ERRORS[STATUSES[status[i]]]}"
+    table = caption_table(
+        spec.name,
+        spec.images,
+        key_ids.fill_null(""),  # rows without a key of their own are replaced below
+        tars,
+        cleaned,
+        np.flatnonzero(has_caption),
+        status_array(status, dict.fromkeys(np.flatnonzero(no_member).tolist(), BAD_RECORD)),
+        errors,
+        members=members,
+        widths=records["width"].combine_chunks(),
+        heights=records["height"].combine_chunks(),
+    )
+    return _with_fallback_rows(spec, table, records, index, good, duplicate, holder, key_ids)
+
+
+def _with_fallback_rows(
+    spec: SourceSpec,
+    table: pa.Table,
+    records: pa.Table,
+    index: np.ndarray,
+    good: np.ndarray,
+    duplicate: np.ndarray,
+    holder: np.ndarray,
+    key_ids: pa.Array,
+) -> pa.Table:
+    """``table`` with the rows that have no key of their own (bad keys, keys used before) replaced by rejected rows,
+    whose fallback keys are handed out in row order, stepping around the natural keys claimed before them.
+    (Not modelled: a natural key that equals a fallback key handed out before it, which the per-row reader would
+    reject too; img2dataset's keys are digit strings and fallback keys are not.)"""
+    rows = np.flatnonzero(~good | duplicate).tolist()
+    if not rows:
+        return table
+    tars, keys = records["tar"], records["key"]
+    bases = [
+        f"{tars[i].as_py().partition('.')[0]}_{index[i]}" if not good[i] else f"{key_ids[i].as_py()}_dup" for i in rows
+    ]
+    candidates = [b if is_key_id(b) else path_hash(b) for b in bases]
+    candidates += [f"{c}_{k}" for c in candidates for k in range(1, 4)]
+    in_candidates = pc.is_in(key_ids, value_set=pa.array(candidates, pa.string())).fill_null(False)
+    claimed_at: dict[str, int] = {}
+    for i in np.flatnonzero(np.asarray(in_candidates)).tolist():
+        claimed_at.setdefault(key_ids[i].as_py(), i)
+    handed: set[str] = set()
+    pieces, start = [], 0
+    for i, base in zip(rows, bases, strict=True):
+        registry = KeyRegistry(spec.name)  # holds exactly what was claimed before row i
+        for key_id in handed | {k for k, at in claimed_at.items() if at < i}:
+            registry.claim(key_id, True)
+        tar = tars[i].as_py()
+        where = f"{spec.images}/{tar} sample {index[i]}"
+        if not good[i]:
+            shown = repr(keys[i].as_py()) if keys[i].is_valid else records["bad_key"][i].as_py()
+            row = rejected_row(
+                spec, registry, base, BAD_RECORD, f"{where}: img2dataset key {shown} is not a string", tar
+            )
+        else:
+            error = f"{where}: key {keys[i].as_py()!r} was already used in {tars[int(holder[i])].as_py()}"
+            row = rejected_row(spec, registry, base, DUPLICATE_KEY, error, tar)
+        handed.add(row.image_id)
+        pieces += [table.slice(start, i - start), pa.Table.from_pylist([vars(row)], schema=SOURCE_SCHEMA)]
+        start = i + 1
+    return pa.concat_tables([*pieces, table.slice(start)])

@@ -50,7 +50,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.readers.columnar import STATUSES, caption_status, caption_table, clean_captions_column, first_positions
+from pipeline.readers.columnar import (
+    STATUSES,
+    caption_status,
+    caption_table,
+    clean_captions_column,
+    first_claims,
+    first_positions,
+    status_array,
+)
 from pipeline.readers.common import (
     BAD_RECORD,
     CAPTION_ERRORS,
@@ -216,8 +224,7 @@ def read_table(spec: SourceSpec, stats: Counter | None = None) -> pa.Table:
     for pos, value in cols.ids:
         image_ids.setdefault(int(codes[pos]), value)
     key_ids = _key_ids(images, image_ids)
-    key_codes = np.asarray(key_ids.dictionary_encode().indices, np.int64)
-    holder = first_positions(key_codes)[key_codes]
+    holder = first_claims(key_ids)
     duplicate = holder != np.arange(n)
 
     captions, outcome = clean_captions_column(cols.captions)
@@ -226,7 +233,9 @@ def read_table(spec: SourceSpec, stats: Counter | None = None) -> pa.Table:
     errors = {
         g: f"{path} entry {first_index[g]}: {CAPTION_ERRORS[STATUSES[status[g]]]}" for g in np.flatnonzero(status)
     }
-    table = caption_table(spec.name, spec.images, key_ids, images, captions, caption_group, status, errors)
+    table = caption_table(
+        spec.name, spec.images, key_ids, images, captions, caption_group, status_array(status), errors
+    )
 
     # Rows without a key of their own (bad entries, duplicate keys) get fallback keys in array order, once every
     # natural key is claimed; only natural ids that start like a fallback can collide with one.

@@ -277,7 +277,8 @@ def test_ray_job_submit(
     ray_head: tuple[str, dict], ray_tag: str, source: Path, reference: Path, tmp_path: Path
 ) -> None:
     """DESIGN section 9 and the command in docs/pack.md: ``ray job submit --working-dir . --runtime-env
-    jobs/runtime_env.yaml -- python -m jobs.pack ...`` on a running cluster. The upload leaves out the virtual
+    jobs/runtime_env.yaml -- python -m jobs.pack ...`` on a running cluster, then ``python -m jobs.ingest ...
+    --engine ray`` on it too. The upload leaves out the virtual
     environment and data (``.rayignore``); the job's log (what ``submit`` tails) shows one line per shard."""
     url, env = ray_head
     out = tmp_path / "pack"
@@ -299,6 +300,18 @@ def test_ray_job_submit(
     assert sum(sizes.values()) == info["num_samples"] == 120
     assert info["config"]["samples_per_shard"] == SAMPLES_PER_SHARD
     assert_same_pack(out, reference)
+
+    # Ingest on the same cluster: the JSON lists read by Ray Data tasks there, the same manifest as the local ingest.
+    ingested = tmp_path / "ingested.parquet"
+    command = [
+        str(VENV_BIN / "ray"), "job", "submit", "--address", url, "--working-dir", ".",
+        "--runtime-env", "jobs/runtime_env.yaml", "--",
+        "python", "-m", "jobs.ingest", "--config", str(source.parent / "sources.yaml"), "--out", str(ingested),
+        "--engine", "ray",
+    ]  # fmt: skip
+    run = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert ingested.read_bytes() == source.read_bytes()
 
     uploads = glob.glob(f"{ray_tag}/ray/session_2*/runtime_resources/working_dir_files/*/")
     assert len(uploads) == 1, uploads

@@ -5,19 +5,22 @@ bad entries mixed in, and on hand-made entries aimed at each column rule."""
 from __future__ import annotations
 
 import json
+import tarfile
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from jobs import synth as synth_job
 from jobs.bench.ingest import _BAD_ENTRIES, _BAD_EVERY, generate_web
 from pipeline import rows as R
-from pipeline.readers import columnar, json_list
+from pipeline.readers import columnar, img2dataset, json_list
 from pipeline.readers.common import restore_surrogates
 from pipeline.sources import SourceSpec, load_sources
-from tests.pipeline import reference_json_list
+from tests.pipeline import reference_img2dataset, reference_json_list
+from tests.pipeline import test_readers_web as web
 
 
 def _spec(path: Path, name: str = "web") -> SourceSpec:
@@ -114,3 +117,43 @@ def test_an_empty_list_and_a_single_entry(tmp_path, ids):
     path = tmp_path / "small.json"
     path.write_text(json.dumps([] if not ids else [{"image": "a.jpg", "caption": "x", "image_id": 5}]))
     assert len(_same_rows(_spec(path))) == len(ids)
+
+
+# --- img2dataset folders ---------------------------------------------------------------------------------------------
+
+
+def _i2d_spec(folder: Path) -> SourceSpec:
+    return SourceSpec(name="sbu", format="img2dataset", images=str(folder), files={})
+
+
+def _same_i2d_rows(folder: Path) -> list[R.SourceRow]:
+    fast = list(img2dataset.read(_i2d_spec(folder)))
+    assert fast == list(reference_img2dataset.read(_i2d_spec(folder)))
+    return fast
+
+
+def test_img2dataset_folder_with_every_kind_of_record(tmp_path):
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    first = [web._sample(0, 0, "a dog"), web._sample(0, 1, status="failed_to_download"),
+             web._sample(0, 2, "  two  cats "), web._sample(0, 3, None, key="00000_4"),  # the empty key's fallback
+             web._sample(0, 4, "odd key", key="a b.c"), web._sample(0, 5, "", key="")]  # fmt: skip
+    web._write_shard(folder, 0, first)
+    tar_only = [web._sample(1, 0, "tar only"), web._sample(1, 1, "", txt=b""), web._sample(1, 2, "b", txt=b"caf\xe9")]
+    web._write_shard(folder, 1, tar_only, sidecar=False, ext="png")
+    web._write_shard(folder, 2, [web._sample(0, 0, "a key used before"), web._sample(2, 1, "caf\u00e9")], ext="webp")
+    with tarfile.open(folder / "00004.tar", "w") as tar:  # hand-made, no sidecar: no image, no caption
+        web._add_member(tar, "sub/x.txt", b"a caption without an image")
+        web._add_member(tar, "z.jpeg", b"\xff\xd8")
+    rows = _same_i2d_rows(folder)
+    assert {r.status for r in rows} >= {"ok", "empty_caption", "caption_not_utf8", "duplicate_key", "bad_record"}
+    assert "sbu-00000_4_1" in {r.key for r in rows}  # stepped around the natural key claimed before it
+
+
+def test_img2dataset_sidecars_without_captions_or_sizes(tmp_path):
+    folder = tmp_path / "bare"
+    folder.mkdir()
+    web._write_shard(folder, 0, [web._sample(0, i, f"c {i}") for i in range(3)])
+    table = pq.read_table(folder / "00000.parquet").drop_columns(["caption", "width"])
+    pq.write_table(table, folder / "00000.parquet")
+    assert [r.status for r in _same_i2d_rows(folder)] == [R.NO_CAPTION] * 3
