@@ -5,9 +5,15 @@ COCO images (``image_data.coco_id``) into the COCO sample so no image is packed 
 image into a Parquet source manifest. Rows that cannot be used are kept with a status reason; the summary
 printed per source adds up: input images = written ok + rejected + merged into another source's sample.
 
-Memory: COCO rows are held until the VG sources have been read (they are the merge targets); every other row is
-streamed to disk in batches. The resolved config and the summary are written next to the output as
-``<out>.ingest.json``.
+Memory: COCO rows are held until the VG sources have been read (they are the merge targets); rows of the readers
+that build rows are streamed to disk in batches; the readers that build columns (JSON lists, img2dataset folders:
+``pipeline.readers.columnar``) hand over one source's table at a time. The resolved config and the summary are
+written next to the output as ``<out>.ingest.json``.
+
+``--engine ray`` reads every source other than COCO and VG in Ray Data tasks (one per file, one per img2dataset
+shard), locally or on the cluster of ``RAY_ADDRESS`` (``ray job submit``); the driver takes their results in order,
+claims img2dataset keys across a folder's shards, reads COCO and VG itself and writes the same manifest as on any
+other number of workers.
 """
 
 from __future__ import annotations
@@ -69,15 +75,23 @@ class SourceSummary:
         self.images += table.num_rows
         self.boxes_dropped += pc.sum(table["boxes_dropped"]).as_py() or 0
         self.boxes_clipped += pc.sum(table["boxes_clipped"]).as_py() or 0
-        ok = table.filter(pc.equal(table["status"], STATUS_OK))
-        self.ok += ok.num_rows
         for item in table["status"].value_counts().to_pylist():
-            if item["values"] != STATUS_OK:
+            if item["values"] == STATUS_OK:
+                self.ok += item["counts"]
+            else:
                 self.rejected[item["values"]] += item["counts"]
-        self.captions += pc.sum(pc.list_value_length(ok["captions"])).as_py() or 0
-        self.boxes += pc.sum(pc.list_value_length(ok["boxes"])).as_py() or 0
-        boxes_per_caption = pc.list_value_length(pc.struct_field(pc.list_flatten(ok["relevant"]), "boxes"))
-        self.grounded_captions += pc.sum(pc.greater(boxes_per_caption, 0)).as_py() or 0
+        ok = pc.equal(table["status"], STATUS_OK)  # a mask, not a filtered copy of every column
+
+        def ok_sum(values: pa.ChunkedArray) -> int:
+            return pc.sum(pc.if_else(ok, values, 0)).as_py() or 0
+
+        self.captions += ok_sum(pc.list_value_length(table["captions"]))
+        boxes = ok_sum(pc.list_value_length(table["boxes"]))
+        self.boxes += boxes
+        if boxes:  # only the rows with boxes can have a grounded caption
+            relevant = table.filter(ok)["relevant"].combine_chunks()
+            per_caption = pc.list_value_length(pc.struct_field(relevant.flatten(), "boxes"))
+            self.grounded_captions += pc.sum(pc.greater(per_caption, 0)).as_py() or 0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

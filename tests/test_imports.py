@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # What each package may import besides the standard library and itself (its docstring says the same).
 ALLOWED = {
     "manifests": {"numpy", "pyarrow", "PIL", "matplotlib", "duckdb"},
-    "pipeline": {"manifests", "numpy", "pyarrow", "PIL", "ijson", "yaml", "tqdm"},
+    "pipeline": {"manifests", "numpy", "pyarrow", "PIL", "cv2", "ijson", "yaml", "tqdm"},
     "model": {
         "manifests",
         *("torch", "timm", "transformers", "tokenizers", "safetensors"),

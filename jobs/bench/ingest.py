@@ -1,19 +1,32 @@
-"""``copa bench ingest``: COCO and Visual Genome readers, rows/s and peak memory, against ``json.load`` of the same
-files in the same run.
+"""``copa bench ingest``: every reader's rows/s and peak memory, against a plain conversion of the same files in the
+same run.
 
 Generates annotation-only files of real-dataset size (no images): COCO with 120,000 images, 600,000 captions and
 860,000 instance boxes (with polygon segmentations, so the instances file is about as big as train2017's);
-Visual Genome with 100,000 images, 5,000,000 region descriptions and 2,000,000 objects. ``--scale 0.05`` makes
+Visual Genome with 100,000 images, 5,000,000 region descriptions and 2,000,000 objects; an ALBEF-style JSON list of
+3,000,000 CC3M entries (one image in 20 with a second caption, one entry in 997 bad in one of eleven ways); an
+img2dataset folder of 3,000,000 URLs in 300 shards (Parquet sidecars, 95% stored); an X-VLM file of 100,000 lines
+of five boxed phrases each. ``--scale 0.05`` makes
 everything 20 times smaller. Then, each in a fresh interpreter so that peak memory is its own:
 
 - ``bare``: the same imports and nothing else (the floor every figure includes);
 - ``coco reader`` / ``vg reader``: every row of ``pipeline.readers.coco.read`` / ``vg.read``;
-- ``coco json.load`` / ``vg json.load``: ``json.load`` of the same files, all held at once as a naive reader would.
+- ``coco json.load`` / ``vg json.load``: ``json.load`` of the same files, all held at once as a naive reader would;
+- ``web reader`` / ``img2dataset reader`` / ``xvlm reader``: ``copa ingest`` of the list / the folder / the file
+  to a source manifest;
+- ``web plain``: ``json.load`` of the list, ``pyarrow.Table.from_pylist`` of the entries Arrow takes, and
+  ``pq.write_table``; ``img2dataset plain``: the sidecars read and written as one Parquet file; ``xvlm plain``:
+  ``json.loads`` of every line, ``from_pylist`` and ``write_table``. The conversions
+  check nothing, group nothing and key nothing: the floor for a reader of those files;
+- ``ray 1`` / ``ray 2``: ``copa ingest --engine ray`` with 1 and 2 workers of four JSON lists of a quarter of the
+  entries each (one task per list), wall clock with Ray's start-up.
+
+The web figures alternate reader and baseline in ``--rounds`` rounds (3) and report the run of median time.
 
 Peak memory is the child's own high-water mark (``VmHWM`` in ``/proc/self/status``; Linux only). Prints one line
 per figure and writes JSON with ``--out``.
 
-    copa bench ingest [--scale 1.0] [--data DIR] [--keep] [--out bench_ingest.json]
+    copa bench ingest [--scale 1.0] [--data DIR] [--keep] [--no-baseline] [--no-ray] [--rounds 3] [--out FILE]
 """
 
 from __future__ import annotations
@@ -42,6 +55,8 @@ FULL = {  # real-dataset sizes (COCO train2017, Visual Genome 1.4 rounded)
     "vg_regions": 5_000_000,
     "vg_objects": 2_000_000,
     "web_rows": 3_000_000,  # an ALBEF-style CC3M caption list
+    "i2d_rows": 3_000_000,  # URLs of an img2dataset folder of CC3M (300 shards of 10,000)
+    "xvlm_lines": 100_000,  # an X-VLM region file of Visual Genome's images, 5 boxed phrases per line
 }
 
 
@@ -52,11 +67,15 @@ class BenchIngestConfig:
     keep: bool = False  # keep the generated files (always kept when --data is given)
     seed: int = 0  # generator seed
     baseline: bool = True  # also measure json.load of the same files
+    ray: bool = True  # also ingest four JSON lists on Ray with 1 and 2 workers
+    rounds: int = 3  # alternated runs of each web reader and its plain conversion (medians reported)
     out: str | None = None  # JSON result file
 
     def __post_init__(self) -> None:
         if not 0 < self.scale <= 4:
             raise ValueError(f"BenchIngestConfig.scale must be in (0, 4], got {self.scale}")
+        if self.rounds < 1:
+            raise ValueError(f"BenchIngestConfig.rounds must be at least 1, got {self.rounds}")
 
     def sizes(self) -> dict[str, int]:
         return {name: max(3, round(n * self.scale)) for name, n in FULL.items()}
@@ -245,11 +264,11 @@ _BAD_ENTRIES = (
 _BAD_EVERY = 997
 
 
-def generate_web(folder: Path, rows: int, seed: int) -> dict[str, str]:
+def generate_web(folder: Path, rows: int, seed: int, name: str = "web_list.json") -> dict[str, str]:
     """An ALBEF/BLIP-style JSON list (``cc3m_train.json``): ``rows`` entries of ``{"image", "caption"}``; one image in
     20 gets a second entry (caption) further on, and one entry in 997 is one of ``_BAD_ENTRIES``."""
     rng = random.Random(seed)
-    path = folder / "web_list.json"
+    path = folder / name
     with _writer(path) as f:
         f.write("[")
         pending: list[int] = []
@@ -269,6 +288,25 @@ def generate_web(folder: Path, rows: int, seed: int) -> dict[str, str]:
             caption = f"a {rng.choice(_ADJECTIVES)} {rng.choice(_VG_WORDS)} {rng.choice(_PLACES)}"
             f.write(json.dumps({"image": f"cc3m/train/{image:09d}.jpg", "caption": caption}))
         f.write("]")
+    return {"annotations": str(path)}
+
+
+def generate_xvlm(folder: Path, lines: int, seed: int) -> dict[str, str]:
+    """An X-VLM-style JSON Lines file: per line an image, its size, one caption and five boxed phrases (``elems``)
+    with attributes, of COCO category words and VG words."""
+    rng = random.Random(seed)
+    path = folder / "xvlm_regions.jsonl"
+    words = [*_VG_WORDS, *(c.name for c in COCO_CATEGORIES)]
+    with _writer(path) as f:
+        for i in range(lines):
+            elems = []
+            for _ in range(5):
+                x, y = rng.uniform(0, 700), rng.uniform(0, 500)
+                box = [round(x, 1), round(y, 1), round(rng.uniform(5, 800 - x), 1), round(rng.uniform(5, 600 - y), 1)]
+                elems.append({"caption": rng.choice(words), "bb": box, "attributes": [rng.choice(_ADJECTIVES)]})
+            caption = f"a {elems[0]['caption']} and a {elems[1]['caption']} {rng.choice(_PLACES)}"
+            line = {"image": f"vg/VG_100K/{i}.jpg", "image_w": 800, "image_h": 600, "caption": caption, "elems": elems}
+            f.write(json.dumps(line) + "\n")
     return {"annotations": str(path)}
 
 
@@ -327,6 +365,12 @@ def _generated(folder: Path, sizes: dict[str, int], seed: int) -> dict[str, dict
         "coco": generate_coco(folder, sizes, seed),
         "vg": generate_vg(folder, sizes, seed),
         "web": generate_web(folder, sizes["web_rows"], seed),
+        "img2dataset": generate_img2dataset(folder, sizes["i2d_rows"], seed),
+        "xvlm": generate_xvlm(folder, sizes["xvlm_lines"], seed),
+        "web_parts": {  # the same number of entries in four lists, for the Ray figure: one task per list
+            f"p{i}": generate_web(folder, sizes["web_rows"] // 4, seed + 1 + i, f"web_part{i}.json")["annotations"]
+            for i in range(4)
+        },
     }
     marker.write_text(json.dumps({"made_for": wanted, "files": files}))  # written last: the files are complete
     return files
@@ -362,6 +406,75 @@ for row in vg.read(spec, stats):
     rows += 1; captions += len(row.captions); boxes += len(row.boxes)
 result = dict(seconds=time.perf_counter() - start, rows=rows, captions=captions, boxes=boxes, stats=dict(stats))
 """,
+    "web reader": """
+from jobs.ingest import ingest
+start = time.perf_counter()
+spec = SourceSpec(name="cc3m", format="json_list", images="images", files=files["web"])
+summary = ingest([spec], files["out"] + "/web.parquet", progress=False)["cc3m"]
+result = dict(seconds=time.perf_counter() - start, rows=summary.images, ok=summary.ok)
+""",
+    "web plain": """
+import pyarrow as pa, pyarrow.parquet as pq
+def usable(entry):  # what Arrow takes: an object with a string image and caption, valid UTF-8
+    if type(entry) is not dict or type(entry.get("image")) is not str or type(entry.get("caption")) is not str:
+        return False
+    try:
+        entry["caption"].encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+start = time.perf_counter()
+with open(files["web"]["annotations"], encoding="utf-8") as f:
+    entries = json.load(f)
+table = pa.Table.from_pylist([e for e in entries if usable(e)])
+pq.write_table(table, files["out"] + "/web_plain.parquet")
+result = dict(seconds=time.perf_counter() - start, rows=table.num_rows)
+""",
+    "img2dataset reader": """
+from jobs.ingest import ingest
+start = time.perf_counter()
+spec = SourceSpec(name="cc3m", format="img2dataset", images=files["img2dataset"]["folder"], files={})
+summary = ingest([spec], files["out"] + "/i2d.parquet", progress=False)["cc3m"]
+result = dict(seconds=time.perf_counter() - start, rows=summary.images, ok=summary.ok)
+""",
+    "img2dataset plain": """
+import glob, pyarrow as pa, pyarrow.parquet as pq
+start = time.perf_counter()
+sidecars = sorted(glob.glob(files["img2dataset"]["folder"] + "/*.parquet"))
+table = pa.concat_tables([pq.read_table(path) for path in sidecars])
+pq.write_table(table, files["out"] + "/i2d_plain.parquet")
+result = dict(seconds=time.perf_counter() - start, rows=table.num_rows)
+""",
+    "xvlm reader": """
+from jobs.ingest import ingest
+start = time.perf_counter()
+spec = SourceSpec(name="regions", format="xvlm", images="images", files=files["xvlm"])
+summary = ingest([spec], files["out"] + "/xvlm.parquet", progress=False)["regions"]
+result = dict(seconds=time.perf_counter() - start, rows=summary.images, ok=summary.ok)
+""",
+    "xvlm plain": """
+import pyarrow as pa, pyarrow.parquet as pq
+start = time.perf_counter()
+with open(files["xvlm"]["annotations"], encoding="utf-8") as f:
+    lines = [json.loads(line) for line in f if line.strip()]
+table = pa.Table.from_pylist(lines)
+pq.write_table(table, files["out"] + "/xvlm_plain.parquet")
+result = dict(seconds=time.perf_counter() - start, rows=table.num_rows)
+""",
+    "ray 1": """
+from jobs.ingest import main
+start = time.perf_counter()
+main(["--config", files["config"], "--out", files["out"] + "/ray1.parquet", "--engine", "ray", "--workers", "1",
+      "--quiet"])
+result = dict(seconds=time.perf_counter() - start)
+""",
+    "ray 2": """
+from jobs.ingest import main
+start = time.perf_counter()
+main(["--config", files["config"], "--out", files["out"] + "/ray2.parquet", "--engine", "ray", "--workers", "2",
+      "--quiet"])
+result = dict(seconds=time.perf_counter() - start)
+""",
     "coco json.load": """
 start = time.perf_counter()
 held = [json.load(open(path, encoding="utf-8")) for path in files["coco"].values()]
@@ -388,11 +501,24 @@ def run(cfg: BenchIngestConfig) -> dict:
         start = time.perf_counter()
         files = _generated(folder, sizes, cfg.seed)
         generate_seconds = time.perf_counter() - start
-        file_bytes = {f"{src}/{k}": os.path.getsize(p) for src, group in files.items() for k, p in group.items()}
-        names = ["bare", "coco reader", "vg reader"]
-        if cfg.baseline:
-            names += ["coco json.load", "vg json.load"]
-        results = {name: measure(name, files) for name in names}
+        file_bytes = {f"{src}/{k}": _size_on_disk(p) for src, group in files.items() for k, p in group.items()}
+        work = folder / "out"
+        work.mkdir(exist_ok=True)
+        config = work / "sources.yaml"
+        parts = [{"name": name, "format": "json_list", "annotations": path, "images": "images"}
+                 for name, path in files["web_parts"].items()]  # fmt: skip
+        config.write_text(json.dumps({"sources": parts}))
+        args = files | {"out": str(work), "config": str(config)}
+        names = ["bare", "coco reader", "vg reader"] + (["coco json.load", "vg json.load"] if cfg.baseline else [])
+        results = {name: measure(name, args) for name in names}
+        # The web figures pair a reader with its baseline; the pairs alternate in rounds and report medians.
+        paired = ["web reader", "web plain", "img2dataset reader", "img2dataset plain", "xvlm reader", "xvlm plain"]
+        paired += ["ray 1", "ray 2"] if cfg.ray else []
+        rounds: dict[str, list[dict]] = {name: [] for name in paired}
+        for r in range(cfg.rounds):
+            for name in paired[r % 2 :] + paired[: r % 2]:
+                rounds[name].append(measure(name, args))
+        results |= {name: _median_run(runs) | {"rounds": runs} for name, runs in rounds.items()}
     finally:
         if not cfg.data and not cfg.keep:
             shutil.rmtree(folder, ignore_errors=True)
@@ -418,6 +544,23 @@ def run(cfg: BenchIngestConfig) -> dict:
                 "memory_above_bare_vs_json_load": (reader["peak_rss_bytes"] - bare) / (base["peak_rss_bytes"] - bare),
             }
         figures[src] = fig
+    for src in ("web", "img2dataset", "xvlm"):
+        reader, plain = results[f"{src} reader"], results[f"{src} plain"]
+        figures[src] = {
+            "rows": reader["rows"],
+            "rows_per_s": reader["rows"] / reader["seconds"],
+            "seconds": reader["seconds"],
+            "peak_rss_bytes": reader["peak_rss_bytes"],
+            "plain_seconds": plain["seconds"],
+            "plain_peak_rss_bytes": plain["peak_rss_bytes"],
+            "time_vs_plain": reader["seconds"] / plain["seconds"],
+        }
+        figures[src]["time_vs_plain_per_round"] = [
+            a["seconds"] / b["seconds"] for a, b in zip(reader["rounds"], plain["rounds"], strict=True)
+        ]
+    if cfg.ray:
+        one, two = results["ray 1"]["seconds"], results["ray 2"]["seconds"]
+        figures["ray"] = {"workers_1_seconds": one, "workers_2_seconds": two, "speedup": one / two}
     return {
         "config": asdict(cfg),
         "sizes": sizes,
@@ -429,10 +572,45 @@ def run(cfg: BenchIngestConfig) -> dict:
     }
 
 
+def _median_run(runs: list[dict]) -> dict:
+    """The run of median time (its peak memory with it)."""
+    return sorted(runs, key=lambda run: run["seconds"])[len(runs) // 2]
+
+
+def _size_on_disk(path: str) -> int:
+    return (
+        sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+        if os.path.isdir(path)
+        else os.path.getsize(path)
+    )
+
+
 def summary_lines(report: dict) -> list[str]:
     bare = report["bare_peak_rss_bytes"]
     lines = [f"bare interpreter with the reader imports: peak RSS {mb(bare)}"]
+    what = {
+        "web": "JSON list (ALBEF cc3m_train.json)",
+        "img2dataset": "img2dataset folder (Parquet sidecars)",
+        "xvlm": "X-VLM JSON Lines (5 boxed phrases a line, aligned)",
+    }
+    for src in what:
+        fig = report["figures"][src]
+        lines.append(
+            f"{what[src]}: copa ingest {fig['rows']:,} rows in {fig['seconds']:.1f} s = {fig['rows_per_s']:,.0f} "
+            f"rows/s, peak RSS {mb(fig['peak_rss_bytes'])}; plain conversion to Parquet {fig['plain_seconds']:.1f} s, "
+            f"peak RSS {mb(fig['plain_peak_rss_bytes'])}: x{fig['time_vs_plain']:.2f} its time (aim <= x2; rounds "
+            + ", ".join(f"x{r:.2f}" for r in fig["time_vs_plain_per_round"])
+            + ")"
+        )
+    if "ray" in report["figures"]:
+        fig = report["figures"]["ray"]
+        lines.append(
+            f"four JSON lists on Ray, one task each (whole command, start-up included): 1 worker "
+            f"{fig['workers_1_seconds']:.1f} s, 2 workers {fig['workers_2_seconds']:.1f} s: x{fig['speedup']:.2f}"
+        )
     for src, fig in report["figures"].items():
+        if src not in ("coco", "vg"):
+            continue
         size = sum(v for k, v in report["file_bytes"].items() if k.startswith(src))
         lines.append(
             f"{src} reader: {fig['rows']:,} rows in {fig['seconds']:.1f} s = {fig['rows_per_s']:,.0f} rows/s "
@@ -461,11 +639,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary files and print where they are")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-baseline", action="store_true", help="skip the json.load baseline (it needs GBs)")
+    parser.add_argument("--no-ray", action="store_true", help="skip the 1- and 2-worker Ray runs")
+    parser.add_argument("--rounds", type=int, default=3, help="alternated runs of the web figures (default 3)")
     parser.add_argument("--out", help="write the full report as JSON here")
     args = parser.parse_args(argv)
     try:
         cfg = BenchIngestConfig(scale=args.scale, data=args.data, keep=args.keep, seed=args.seed,
-                                baseline=not args.no_baseline, out=args.out)  # fmt: skip
+                                baseline=not args.no_baseline, ray=not args.no_ray, rounds=args.rounds,
+                                out=args.out)  # fmt: skip
     except ValueError as err:
         parser.error(str(err))
     sizes = cfg.sizes()

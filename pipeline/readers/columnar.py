@@ -12,8 +12,10 @@ rows mixed in).
   ``" ".join(caption.split())`` leaves unchanged and non-empty (no whitespace but single inner spaces), which are
   kept as they are; every other string (non-ASCII, empty, untidy) goes through ``rows.clean_captions`` itself,
   with lone surrogates restored as the per-row path does.
-- ``caption_table`` groups cleaned captions per image, gives each row its status (``ok``, or the reason of its
-  first unusable caption, or ``no_caption``) and assembles the source-manifest columns.
+- ``caption_status`` gives each image its status (``ok``, or the reason of its first unusable caption, or
+  ``no_caption``); ``first_claims`` finds, for each key id, the row that claimed it first (``KeyRegistry``'s first
+  come, first served); ``caption_table`` groups the cleaned captions per image and assembles the source-manifest
+  columns.
 """
 
 from __future__ import annotations
@@ -127,32 +129,25 @@ def caption_table(
     n = len(key_ids)
     kept = np.asarray(pc.is_valid(captions))
     caption_lists = group_lists(captions.filter(pa.array(kept)), caption_group[kept], n)
-    empty_ints = pa.ListArray.from_arrays(pa.array(np.zeros(int(kept.sum()) + 1, np.int32)), pa.array([], pa.int32()))
-    empty_strs = pa.ListArray.from_arrays(pa.array(np.zeros(int(kept.sum()) + 1, np.int32)), pa.array([], pa.string()))
+    num_kept = int(kept.sum())
+    no_boxes = [_empty_lists(pa.int32(), num_kept), _empty_lists(pa.string(), num_kept)]  # per kept caption
     relevant = pa.ListArray.from_arrays(
-        caption_lists.offsets, pa.StructArray.from_arrays([empty_ints, empty_strs], fields=list(RELEVANT_TYPE))
+        caption_lists.offsets, pa.StructArray.from_arrays(no_boxes, fields=list(RELEVANT_TYPE))
     )
     zeros = pa.array(np.zeros(n, np.int32))
-
-    def empty_lists(type_: pa.DataType) -> pa.Array:
-        return pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, np.int32)), pa.array([], type_))
-
-    def constant(value: str) -> pa.Array:
-        return pa.nulls(n, pa.string()).fill_null(value)
-
     columns = {
-        "key": pc.binary_join_element_wise(constant(source), key_ids, "-"),
-        "source": constant(source),
+        "key": pc.binary_join_element_wise(constant(source, n), key_ids, "-"),
+        "source": constant(source, n),
         "image_id": key_ids,
-        "image_root": constant(image_root),
+        "image_root": constant(image_root, n),
         "image_path": paths,
         "image_member": members if members is not None else pa.nulls(n, pa.string()),
         "width": zeros if widths is None else widths,
         "height": zeros if heights is None else heights,
         "captions": caption_lists,
-        "boxes": empty_lists(pa.list_(pa.float32(), 4)),
-        "box_labels": empty_lists(pa.string()),
-        "box_crowd": empty_lists(pa.bool_()),
+        "boxes": _empty_lists(pa.list_(pa.float32(), 4), n),
+        "box_labels": _empty_lists(pa.string(), n),
+        "box_crowd": _empty_lists(pa.bool_(), n),
         "relevant": relevant,
         "status": status,
         "error": _sparse(errors, pa.nulls(n, pa.string())),
@@ -160,6 +155,19 @@ def caption_table(
         "boxes_clipped": zeros,
     }
     return pa.table([columns[f.name].cast(f.type) for f in SOURCE_SCHEMA], schema=SOURCE_SCHEMA)
+
+
+def constant(value: str, n: int) -> pa.Array:
+    """A string array of ``n`` times ``value``, built from its buffers (``fill_null`` copies value by value)."""
+    data = value.encode("utf-8")
+    offsets = np.arange(n + 1, dtype=np.int64) * len(data)
+    return pa.Array.from_buffers(pa.large_string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data * n)]).cast(
+        pa.string()
+    )
+
+
+def _empty_lists(type_: pa.DataType, n: int) -> pa.ListArray:
+    return pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, np.int32)), pa.array([], type_))
 
 
 def _sparse(values: dict[int, str], base: pa.Array) -> pa.Array:

@@ -95,6 +95,7 @@ _MARK = "\ufdd0"  # a Unicode noncharacter: never meant to appear in text, so it
 _MARKED = re.compile(_MARK + "([0-9a-f]{4})")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 _LOW_ESCAPE = re.compile(r"\\u[dD][c-fC-F][0-9a-fA-F]{2}")
+_SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]")  # where a chunk may hold one (or an escaped backslash)
 _LONGEST_ESCAPE = 12  # a surrogate pair, "\ud83d\ude00"
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -107,16 +108,17 @@ def _escaped(text: str, i: int) -> bool:
     return (i - j) % 2 == 1
 
 
-def _safe_cut(text: str) -> int:
+def _safe_cut(text: str | bytes) -> int:
     """Where to stop this chunk: before the last backslash run near the end, which may be an unfinished escape.
 
     A run of backslashes starts between two escapes (every backslash of valid JSON starts or is an escape), so
     the held-back tail starts on an escape boundary and its backslash parity stays right.
     """
-    i = text.rfind("\\", max(0, len(text) - _LONGEST_ESCAPE))
+    backslash = "\\" if isinstance(text, str) else b"\\"
+    i = text.rfind(backslash, max(0, len(text) - _LONGEST_ESCAPE))
     if i < 0:
         return len(text)
-    while i > 0 and text[i - 1] == "\\":
+    while i > 0 and text[i - 1 : i] == backslash:
         i -= 1
     return i
 
@@ -181,6 +183,12 @@ class SurrogateGuard:
     def _fill(self) -> None:
         data = self._raw.read(self._chunk_size)
         self._eof = not data
+        if self._started and data.isascii() and self._tail.isascii() and not self._decoder.getstate()[0]:
+            chunk = self._tail.encode("ascii") + data
+            if not _SURROGATE_ESCAPE_BYTES.search(chunk):  # most chunks: ASCII and nothing to mark, passed as bytes
+                cut = len(chunk) if self._eof else _safe_cut(chunk)
+                self._out, self._tail, self._pos = chunk[:cut], chunk[cut:].decode("ascii"), 0
+                return
         text = self._tail + self._decoder.decode(data, final=self._eof)
         if not self._started and text:
             text, self._started = text.removeprefix("\ufeff"), True  # a UTF-8 byte order mark is not JSON

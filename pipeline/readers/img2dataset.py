@@ -48,6 +48,7 @@ from pipeline.readers.columnar import (
     caption_status,
     caption_table,
     clean_captions_column,
+    constant,
     first_claims,
     status_array,
 )
@@ -242,7 +243,7 @@ def _sidecar_columns(fs: pafs.FileSystem, parquet_path: str, tar_path: str, tar:
     caption = table["caption"].combine_chunks() if "caption" in names else pa.nulls(n, pa.string())
     return pa.table(
         [
-            pa.nulls(n, pa.string()).fill_null(tar),
+            constant(tar, n),
             keys,
             pa.nulls(n, pa.string()),
             pc.binary_join_element_wise(keys, pa.scalar(ext), "."),
@@ -312,7 +313,7 @@ def rows_from_records(spec: SourceSpec, shards: list[pa.Table]) -> pa.Table:
     index = np.concatenate([np.arange(t.num_rows) for t in shards]) if shards else np.zeros(0, np.int64)
     keys = records["key"].combine_chunks()
     good = np.asarray(pc.greater(pc.utf8_length(keys), 0).fill_null(False))
-    key_ids = pc.if_else(pa.array(good), keys, pa.scalar(None, pa.string()))
+    key_ids = keys if good.all() else pc.if_else(pa.array(good), keys, pa.scalar(None, pa.string()))
     unsafe = np.flatnonzero(good & ~np.asarray(pc.match_substring_regex(keys, "^[A-Za-z0-9_-]+$").fill_null(False)))
     if len(unsafe):
         mask = np.zeros(n, bool)
@@ -321,7 +322,7 @@ def rows_from_records(spec: SourceSpec, shards: list[pa.Table]) -> pa.Table:
         key_ids = pc.replace_with_mask(key_ids, pa.array(mask), pa.array(hashed, pa.string()))
     positions = np.flatnonzero(good)
     holder = np.full(n, -1, np.int64)
-    holder[positions] = positions[first_claims(key_ids.filter(pa.array(good)))]
+    holder[positions] = positions[first_claims(key_ids if len(positions) == n else key_ids.filter(pa.array(good)))]
     duplicate = good & (holder != np.arange(n))
 
     captions = records["caption"].combine_chunks()

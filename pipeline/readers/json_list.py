@@ -242,7 +242,7 @@ def read_table(spec: SourceSpec, stats: Counter | None = None) -> pa.Table:
     keys = KeyRegistry(spec.name)
     for key_id in key_ids.filter(pc.starts_with(key_ids, "entry")).to_pylist():
         keys.claim(key_id, True)
-    fallback = [(index, status, error, "") for index, status, error in cols.bad]
+    fallback = [(index, reason, error, "") for index, reason, error in cols.bad]
     for g in np.flatnonzero(duplicate).tolist():
         other = int(holder[g])
         image, key_id = images[g].as_py(), key_ids[g].as_py()
@@ -253,7 +253,7 @@ def read_table(spec: SourceSpec, stats: Counter | None = None) -> pa.Table:
         fallback.append((int(first_index[g]), DUPLICATE_KEY, error, image))
     fallback.sort()
     rejected = pa.Table.from_pylist(
-        [vars(rejected_row(spec, keys, f"entry{i}", status, error, image)) for i, status, error, image in fallback],
+        [vars(rejected_row(spec, keys, f"entry{i}", reason, error, image)) for i, reason, error, image in fallback],
         schema=SOURCE_SCHEMA,
     )
     # Each rejected row goes in before the first image that comes after it in the array; a duplicate takes its

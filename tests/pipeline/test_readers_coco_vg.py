@@ -605,13 +605,16 @@ def test_bench_main_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     from jobs.bench import ingest as bench_ingest
 
     out = tmp_path / "bench.json"
-    assert (
-        bench_ingest.main(["--scale", "0.0002", "--no-baseline", "--data", str(tmp_path / "d"), "--out", str(out)]) == 0
-    )
+    args = ["--scale", "0.0002", "--no-baseline", "--no-ray", "--rounds", "1", "--data", str(tmp_path / "d")]
+    assert bench_ingest.main([*args, "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["figures"]["coco"]["rows"] == report["sizes"]["coco_images"]
     assert report["figures"]["vg"]["rows_per_s"] > 0
-    assert "coco reader:" in capsys.readouterr().out
+    # the web list's rows: its distinct images, bad entries included (600 entries, one image in 20 twice)
+    assert 0 < report["figures"]["web"]["rows"] < report["sizes"]["web_rows"]
+    assert report["figures"]["img2dataset"]["rows"] == report["runs"]["img2dataset reader"]["ok"]
+    printed = capsys.readouterr().out
+    assert "coco reader:" in printed and "JSON list (ALBEF cc3m_train.json): copa ingest" in printed
 
 
 def test_vg_objects_named_by_their_synsets(tmp_path: Path) -> None:

@@ -232,6 +232,8 @@ def test_surrogate_guard_matches_json_load_at_every_chunk_boundary(chunk_size):
         "\\\\\\udcff",
         "é",
     ]
+    # plain ASCII between them: chunks of it are handed on as bytes, the others are decoded and marked
+    captions = [c for caption in captions for c in (caption, "plain words, a tab\\t and a \\\\ backslash")]
     text = "[" + ", ".join(f'"{c}"' for c in captions) + "]"
     expected = json.loads(text)
     stream = SurrogateGuard(io.BytesIO(text.encode()), chunk_size=chunk_size)
