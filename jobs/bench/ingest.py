@@ -406,13 +406,6 @@ for row in vg.read(spec, stats):
     rows += 1; captions += len(row.captions); boxes += len(row.boxes)
 result = dict(seconds=time.perf_counter() - start, rows=rows, captions=captions, boxes=boxes, stats=dict(stats))
 """,
-    "web reader": """
-from jobs.ingest import ingest
-start = time.perf_counter()
-spec = SourceSpec(name="cc3m", format="json_list", images="images", files=files["web"])
-summary = ingest([spec], files["out"] + "/web.parquet", progress=False)["cc3m"]
-result = dict(seconds=time.perf_counter() - start, rows=summary.images, ok=summary.ok)
-""",
     "web plain": """
 import pyarrow as pa, pyarrow.parquet as pq
 def usable(entry):  # what Arrow takes: an object with a string image and caption, valid UTF-8
@@ -430,13 +423,6 @@ table = pa.Table.from_pylist([e for e in entries if usable(e)])
 pq.write_table(table, files["out"] + "/web_plain.parquet")
 result = dict(seconds=time.perf_counter() - start, rows=table.num_rows)
 """,
-    "img2dataset reader": """
-from jobs.ingest import ingest
-start = time.perf_counter()
-spec = SourceSpec(name="cc3m", format="img2dataset", images=files["img2dataset"]["folder"], files={})
-summary = ingest([spec], files["out"] + "/i2d.parquet", progress=False)["cc3m"]
-result = dict(seconds=time.perf_counter() - start, rows=summary.images, ok=summary.ok)
-""",
     "img2dataset plain": """
 import glob, pyarrow as pa, pyarrow.parquet as pq
 start = time.perf_counter()
@@ -444,13 +430,6 @@ sidecars = sorted(glob.glob(files["img2dataset"]["folder"] + "/*.parquet"))
 table = pa.concat_tables([pq.read_table(path) for path in sidecars])
 pq.write_table(table, files["out"] + "/i2d_plain.parquet")
 result = dict(seconds=time.perf_counter() - start, rows=table.num_rows)
-""",
-    "xvlm reader": """
-from jobs.ingest import ingest
-start = time.perf_counter()
-spec = SourceSpec(name="regions", format="xvlm", images="images", files=files["xvlm"])
-summary = ingest([spec], files["out"] + "/xvlm.parquet", progress=False)["regions"]
-result = dict(seconds=time.perf_counter() - start, rows=summary.images, ok=summary.ok)
 """,
     "xvlm plain": """
 import pyarrow as pa, pyarrow.parquet as pq
@@ -460,20 +439,6 @@ with open(files["xvlm"]["annotations"], encoding="utf-8") as f:
 table = pa.Table.from_pylist(lines)
 pq.write_table(table, files["out"] + "/xvlm_plain.parquet")
 result = dict(seconds=time.perf_counter() - start, rows=table.num_rows)
-""",
-    "ray 1": """
-from jobs.ingest import main
-start = time.perf_counter()
-main(["--config", files["config"], "--out", files["out"] + "/ray1.parquet", "--engine", "ray", "--workers", "1",
-      "--quiet"])
-result = dict(seconds=time.perf_counter() - start)
-""",
-    "ray 2": """
-from jobs.ingest import main
-start = time.perf_counter()
-main(["--config", files["config"], "--out", files["out"] + "/ray2.parquet", "--engine", "ray", "--workers", "2",
-      "--quiet"])
-result = dict(seconds=time.perf_counter() - start)
 """,
     "coco json.load": """
 start = time.perf_counter()
@@ -486,6 +451,28 @@ held = [json.load(open(path, encoding="utf-8")) for path in files["vg"].values()
 result = dict(seconds=time.perf_counter() - start, rows=len(held[0]))
 """,
 }
+
+
+_READER = """
+from jobs.ingest import ingest
+start = time.perf_counter()
+spec = SourceSpec(name="web", format="{format}", images={images}, files={files})
+summary = ingest([spec], files["out"] + "/{format}.parquet", progress=False)["web"]
+result = dict(seconds=time.perf_counter() - start, rows=summary.images, ok=summary.ok)
+"""
+_PROGRAMS |= {
+    "web reader": _READER.format(format="json_list", images='"images"', files='files["web"]'),
+    "img2dataset reader": _READER.format(format="img2dataset", images='files["img2dataset"]["folder"]', files="{}"),
+    "xvlm reader": _READER.format(format="xvlm", images='"images"', files='files["xvlm"]'),
+}
+_RAY = """
+from jobs.ingest import main
+start = time.perf_counter()
+main(["--config", files["config"], "--out", files["out"] + "/ray{workers}.parquet", "--engine", "ray",
+      "--workers", "{workers}", "--quiet"])
+result = dict(seconds=time.perf_counter() - start)
+"""
+_PROGRAMS |= {f"ray {workers}": _RAY.format(workers=workers) for workers in (1, 2)}
 
 
 def measure(name: str, files: dict) -> dict:

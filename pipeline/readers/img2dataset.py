@@ -105,16 +105,21 @@ def _image_extension(fs: pafs.FileSystem, tar_path: str) -> str:
     return "jpg"  # an empty tar: no member will be asked for
 
 
-def _from_sidecar(fs: pafs.FileSystem, parquet_path: str, tar_path: str) -> Iterator[_Record]:
+def _read_sidecar(fs: pafs.FileSystem, parquet_path: str) -> pa.Table:
+    """The columns of a sidecar that are read (``SIDECAR_COLUMNS``), all its rows."""
     try:
         with fs.open_input_file(parquet_path) as f:
             parquet = pq.ParquetFile(f)
             names = set(parquet.schema_arrow.names)
             if not {"key", "status"} <= names:
                 raise ValueError(f"{parquet_path}: not an img2dataset sidecar: it lacks a 'key' or 'status' column")
-            table = parquet.read(columns=[c for c in SIDECAR_COLUMNS if c in names])
+            return parquet.read(columns=[c for c in SIDECAR_COLUMNS if c in names])
     except (OSError, pa.ArrowException) as err:
         raise ValueError(f"{parquet_path}: cannot read the Parquet sidecar: {err}") from err
+
+
+def _from_sidecar(fs: pafs.FileSystem, parquet_path: str, tar_path: str) -> Iterator[_Record]:
+    table = _read_sidecar(fs, parquet_path)
     table = table.filter(pc.equal(table["status"], SUCCESS))
     if not table.num_rows:
         return
@@ -216,15 +221,8 @@ RECORD_SCHEMA = pa.schema(
 
 def _sidecar_columns(fs: pafs.FileSystem, parquet_path: str, tar_path: str, tar: str) -> pa.Table | None:
     """The records of a shard from its sidecar as columns, or None when a column has a type only Python handles."""
-    try:
-        with fs.open_input_file(parquet_path) as f:
-            parquet = pq.ParquetFile(f)
-            names = set(parquet.schema_arrow.names)
-            if not {"key", "status"} <= names:
-                raise ValueError(f"{parquet_path}: not an img2dataset sidecar: it lacks a 'key' or 'status' column")
-            table = parquet.read(columns=[c for c in SIDECAR_COLUMNS if c in names])
-    except (OSError, pa.ArrowException) as err:
-        raise ValueError(f"{parquet_path}: cannot read the Parquet sidecar: {err}") from err
+    table = _read_sidecar(fs, parquet_path)
+    names = set(table.column_names)
     if not pa.types.is_string(table.schema.field("key").type) or (
         "caption" in names and not pa.types.is_string(table.schema.field("caption").type)
     ):
