@@ -174,7 +174,6 @@ def ingest(
 # --- on Ray Data -----------------------------------------------------------------------------------------------------
 
 LOCAL_FORMATS = ("coco", "vg")  # read by the driver: small, and VG merges into COCO there
-_PART_SCHEMA = pa.schema([("spec", pa.string()), ("shard", pa.string())])
 
 
 def ray_parts(specs: list[SourceSpec]) -> list[dict]:
@@ -201,7 +200,8 @@ def read_part(batch: pa.Table) -> pa.Table:
     the reader's stats, so that parts of any schema travel in one column."""
     payloads, stats_out = [], []
     for spec_json, shard in zip(batch["spec"].to_pylist(), batch["shard"].to_pylist(), strict=True):
-        spec, stats = SourceSpec(**json.loads(spec_json)), Counter()
+        fields = json.loads(spec_json)
+        spec, stats = SourceSpec(**fields | {"splits": tuple(fields["splits"])}), Counter()
         if shard:
             table = img2dataset.shard_records(spec, shard)
         else:

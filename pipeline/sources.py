@@ -9,7 +9,11 @@ sources:
   - {name: cc3m, format: json_list, annotations: web/cc3m_train.json, images: web}
   - {name: grit, format: xvlm, annotations: grit/train.jsonl, images: grit/images}
   - {name: sbu, format: img2dataset, images: sbu_shards}
+  - {name: coco_test, format: karpathy, annotations: karpathy/dataset_coco.json, splits: [test], images: coco}
 ```
+
+A ``karpathy`` source reads the images of the listed ``splits`` (``train``, ``restval``, ``val``, ``test``; all when
+left out) of a Karpathy split file: one source entry, and one ingest, per split to keep them apart.
 
 Relative paths are resolved against the folder of the YAML file; URIs (``s3://...``) are kept as they are. The
 source ``name`` becomes the key prefix (``coco-000000391895``), so it must be a valid key source. Errors name the
@@ -32,7 +36,9 @@ FORMATS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "json_list": (("annotations",), ()),
     "xvlm": (("annotations",), ()),
     "img2dataset": ((), ()),
+    "karpathy": (("annotations",), ()),
 }
+KARPATHY_SPLITS = ("train", "restval", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -43,9 +49,10 @@ class SourceSpec:
     format: str  # one of FORMATS
     images: str  # image root: folder or URI (for img2dataset, the folder of its tars)
     files: dict[str, str]  # annotation file setting -> resolved path
+    splits: tuple[str, ...] = ()  # karpathy: the splits read (all when empty)
 
     def __hash__(self) -> int:
-        return hash((self.name, self.format, self.images, tuple(sorted(self.files.items()))))
+        return hash((self.name, self.format, self.images, tuple(sorted(self.files.items())), self.splits))
 
 
 def _resolve(base: str, path: str) -> str:
@@ -80,7 +87,7 @@ def load_sources(path: str) -> list[SourceSpec]:
         if fmt not in FORMATS:
             raise ValueError(f"{where} ({name}): unknown format {fmt!r}; known: {', '.join(FORMATS)}")
         required, optional = FORMATS[fmt]
-        allowed = {"name", "format", "images", *required, *optional}
+        allowed = {"name", "format", "images", *required, *optional} | ({"splits"} if fmt == "karpathy" else set())
         unknown = sorted(set(entry) - allowed)
         if unknown:
             raise ValueError(
@@ -90,5 +97,12 @@ def load_sources(path: str) -> list[SourceSpec]:
             if not isinstance(entry.get(setting), str) or not entry[setting]:
                 raise ValueError(f"{where} ({name}): format {fmt} needs the setting {setting!r} (a path)")
         files = {k: _resolve(base, entry[k]) for k in (*required, *optional) if entry.get(k)}
-        specs.append(SourceSpec(name=name, format=fmt, images=_resolve(base, entry["images"]), files=files))
+        splits = entry.get("splits", [])
+        splits = [splits] if isinstance(splits, str) else splits
+        if not isinstance(splits, list) or not set(splits) <= set(KARPATHY_SPLITS):
+            raise ValueError(
+                f"{where} ({name}): 'splits' must list some of {', '.join(KARPATHY_SPLITS)}, got {splits!r}"
+            )
+        images = _resolve(base, entry["images"])
+        specs.append(SourceSpec(name=name, format=fmt, images=images, files=files, splits=tuple(splits)))
     return specs
