@@ -1,5 +1,8 @@
 """``copa evaluate``: detector precision/recall at several keep ratios, retrieval R@1/5/10, and greedy captions.
 
+Greedy captions are also scored with BLEU-1..4, ROUGE-L and CIDEr-D against the held-out references, beside a
+constant caption (the set's most frequent reference).
+
     copa evaluate --checkpoint RUN [--shards DATASET_OR_PATTERN] [--out RUN/eval]
 
 ``--checkpoint`` is a checkpoint file or a run folder (its latest checkpoint). Without ``--shards`` the run's
@@ -40,6 +43,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=100,
         help="pictures with boxes whose greedy captions are checked for naming their objects (default: %(default)s)",
     )
+    p.add_argument(
+        "--metric-images",
+        type=int,
+        default=100,
+        help="images captioned greedily and scored with BLEU, ROUGE-L and CIDEr-D; 0 off (default: %(default)s)",
+    )
     p.add_argument("--pictures", type=int, default=8, help="held-out images in detector_picks.png (default: 8)")
     p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
     return p.parse_args(argv)
@@ -66,6 +75,14 @@ def summary(result: dict) -> str:
     lines.append(f"retrieval over {ret['images']} images and {ret['captions']} captions")
     for c in result["captions"]:
         lines.append(f"{c['key']}: '{c['generated']}' | reference '{c['references'][0]}'")
+    if "caption_metrics" in result:
+        m = result["caption_metrics"]
+        lines.append(
+            f"greedy captions of {m['images']} images: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in m["scores"].items())
+            + f"; a constant caption ('{m['constant_caption']}'): "
+            + ", ".join(f"{k} {v:.3f}" for k, v in m["constant_caption_scores"].items() if k in ("BLEU-4", "CIDEr-D"))
+        )
     if "naming" in result:
         n = result["naming"]
         lines.append(
@@ -90,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[evaluate] {state['path']} (step {state['step']}) on {len(urls)} shard(s)", file=sys.stderr)
     result, examples = evaluate(
         model, tokenizer, urls, keep_ratios, args.max_images, args.batch_size, args.itm_rerank,
-        args.captions, args.pictures, args.device, coco_categories_in, args.naming_images,
+        args.captions, args.pictures, args.device, coco_categories_in, args.naming_images, args.metric_images,
     )  # fmt: skip
     result |= {"checkpoint": state["path"], "step": int(state["step"])}
     (out / "eval.json").write_text(json.dumps(result, indent=1) + "\n")

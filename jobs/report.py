@@ -132,6 +132,15 @@ def demo_report(out: Path, seconds: dict[str, float]) -> tuple[Path, list[str]]:
     lines += ["", "Greedy captions:", ""]
     lines += _table(["image", "generated", "a reference caption"],
                     [[c["key"], c["generated"], c["references"][0]] for c in result["captions"]])  # fmt: skip
+    if "caption_metrics" in result:
+        m = result["caption_metrics"]
+        lines += ["", f"Greedy captions of {m['images']} held-out images against their references, beside one constant "
+                  f"caption for all (the commonest reference, '{m['constant_caption']}'):", ""]  # fmt: skip
+        names = list(m["scores"])
+        lines += _table(["captions", *names], [
+            ["greedy", *(f"{m['scores'][k]:.3f}" for k in names)],
+            ["constant", *(f"{m['constant_caption_scores'][k]:.3f}" for k in names)],
+        ])  # fmt: skip
     lines += ["", "Detector picks on held-out images (PTA labels | detector scores | kept patches):", "",
               "![detector picks](run/eval/detector_picks.png)", ""]  # fmt: skip
     lines += ["## What the shards hold (`copa inspect`)", "", "```", format_summary(summarize(str(out / "shards"))),

@@ -6,11 +6,12 @@
 - Retrieval: ITC embeddings of every image (from its own [CLS] query, as at inference) and every caption; text to
   image and image to text R@1/5/10 (an image counts as found by any of its captions). Optionally the top
   ``itm_rerank`` candidates of each query are re-ranked by the ITM head.
-- Captions: greedy decoding, beside the reference captions. With a ``namer`` (text -> the object categories it
-  names; ``jobs.evaluate`` passes the pipeline's COCO synonym matcher, which ``model`` may not import), the
-  objects each caption names are checked against the picture's boxes: naming precision (named objects that are
-  in the picture) beside chance (the same captions scored against the other pictures), and the share of pictures
-  whose caption names at least one of their objects.
+- Captions: greedy decoding, beside the reference captions, scored with BLEU-1..4, ROUGE-L and CIDEr-D
+  (``model.caption_metrics``, the COCO caption evaluation's definitions) beside a constant-caption baseline. With
+  a ``namer`` (text -> the object categories it names; ``jobs.evaluate`` passes the pipeline's COCO synonym
+  matcher, which ``model`` may not import), the objects each caption names are checked against the picture's
+  boxes: naming precision (named objects that are in the picture) beside chance (the same captions scored against
+  the other pictures), and the share of pictures whose caption names at least one of their objects.
 
 Images go through the loader's canonical path (the whole image resized to the model's square, no augmentation),
 so labels are the stored ``pta.npy`` rows or, at another grid, recomputed from the boxes.
@@ -20,6 +21,7 @@ Shape legend: I images, C captions, G grid, N patches (G * G), K kept, E embeddi
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -28,6 +30,7 @@ import torch
 import webdataset as wds
 
 from manifests.samples import Sample, decode_sample
+from model.caption_metrics import caption_scores, tokenize
 from model.copa import COPA
 from model.loader import canonical_coverage, square_pixels, to_tensor
 from model.tokenizer import CaptionTokenizer
@@ -223,6 +226,21 @@ def greedy_captions(
     ]
 
 
+def caption_metric_scores(captioned: list[dict]) -> dict:
+    """BLEU-1..4, ROUGE-L and CIDEr-D of greedy captions against their references (``greedy_captions`` output),
+    beside the same metrics for a constant caption: the most frequent reference of the set, given to every image.
+    A model that only learned the corpus's commonest sentence scores what that baseline scores."""
+    refs = {c["key"]: c["references"] for c in captioned}
+    generated = {c["key"]: c["generated"] for c in captioned}
+    common = Counter(tokenize(r) for c in captioned for r in c["references"]).most_common(1)[0][0]
+    return {
+        "images": len(captioned),
+        "scores": caption_scores(refs, generated),
+        "constant_caption": common,
+        "constant_caption_scores": caption_scores(refs, dict.fromkeys(refs, common)),
+    }
+
+
 Namer = Callable[..., set[str]]  # (text, categories in the picture or None) -> the object categories the text names
 
 
@@ -307,11 +325,13 @@ def evaluate(
     device: str | torch.device = "cpu",
     namer: Namer | None = None,
     naming_images: int = 100,
+    metric_images: int = 100,
 ) -> tuple[dict, list[dict]]:
     """All figures (a JSON-able dict) and the detector examples for pictures (at the model's own keep ratio).
 
-    ``num_captions`` images are captioned for the listing; with a ``namer``, up to ``naming_images`` pictures
-    with boxes are captioned and scored by ``naming_scores``.
+    The first ``max(num_captions, metric_images)`` images are captioned greedily: ``num_captions`` of them are
+    listed, ``metric_images`` scored by ``caption_metric_scores``. With a ``namer``, up to ``naming_images``
+    pictures with boxes are captioned and scored by ``naming_scores``.
     """
     v = model.cfg.vision
     data = load_eval_set(urls, v.img_size, v.patch_size, max_images)
@@ -328,9 +348,18 @@ def evaluate(
             "labelled_pairs": int(data.labelled.sum()),
             "detector": detector,
             "retrieval": retrieval_scores(model, data, tokenizer, batch_size, device, itm_rerank),
-            "captions": greedy_captions(model, data, tokenizer, list(range(min(num_captions, len(data.keys)))),
-                                        batch_size, device),
-        }  # fmt: skip
+        }
+        captioned = greedy_captions(
+            model,
+            data,
+            tokenizer,
+            list(range(min(max(num_captions, metric_images), len(data.keys)))),
+            batch_size,
+            device,
+        )
+        result["captions"] = captioned[:num_captions]
+        if metric_images:
+            result["caption_metrics"] = caption_metric_scores(captioned[:metric_images])
         if namer is not None:
             boxed = [i for i, labels in enumerate(data.box_labels) if labels][:naming_images]
             named = greedy_captions(model, data, tokenizer, boxed, batch_size, device)

@@ -44,12 +44,16 @@ def test_train_then_evaluate_through_main(small_corpus, tmp_path, capsys):
     assert all(0 <= d["precision"] <= 1 and 0 <= d["recall"] <= 1 for d in result["detector"])
     assert set(result["retrieval"]["text_to_image"]) == {"R@1", "R@5", "R@10"}
     assert len(result["captions"]) == 2
+    metrics = result["caption_metrics"]  # every image read (at most 30) captioned and scored
+    assert metrics["images"] == result["retrieval"]["images"] and set(metrics["scores"]) == {
+        "BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "ROUGE-L", "CIDEr-D"}  # fmt: skip
     naming = result["naming"]  # every held-out picture with boxes (at most 30 read) is captioned and scored
     assert 0 < naming["images"] <= 30 and 0 <= naming["precision"] <= 1 and 0 <= naming["chance_precision"] <= 1
     for name in ("detector_recall.png", "detector_picks.png"):
         Image.open(run / "eval" / name).verify()
     printed = capsys.readouterr().out
     assert "text_to_image: R@1" in printed and "captions naming objects in their picture" in printed
+    assert "greedy captions of" in printed and "a constant caption" in printed
 
 
 def test_bad_settings_are_named(small_corpus, tmp_path, capsys):

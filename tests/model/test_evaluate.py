@@ -1,4 +1,5 @@
-"""Evaluation figures against hand counts: retrieval ranks, the caption naming score, detector precision/recall."""
+"""Evaluation figures against hand counts: retrieval ranks, the caption naming score, detector precision/recall,
+caption metrics beside a constant caption."""
 
 from types import SimpleNamespace
 
@@ -6,7 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from model.evaluate import EvalSet, detector_scores, naming_scores, recall_at, retrieval_ranks
+from model import caption_metrics as M
+from model.evaluate import (
+    EvalSet,
+    caption_metric_scores,
+    detector_scores,
+    naming_scores,
+    recall_at,
+    retrieval_ranks,
+)
 
 WORDS = {"kite": "kite", "kites": "kite", "men": "person", "man": "person", "bike": "bicycle"}
 
@@ -84,3 +93,17 @@ def test_detector_scores_match_a_hand_count():
     # tau 0.1 (coverage > 25.5): patch 1 of caption 0 (coverage 10) is no longer positive
     strict = detector_scores(model, data, tokenizer, keep_ratio=0.5, tau=0.1, batch_size=2, device="cpu")
     assert strict["recall"] == pytest.approx(2 / 2) and strict["precision"] == pytest.approx(2 / 4)
+
+
+def test_caption_metrics_beside_a_constant_caption():
+    captioned = [
+        {"key": "a", "generated": "a red ball on the grass", "references": ["a red ball on the grass", "a ball"]},
+        {"key": "b", "generated": "a blue kite in the sky", "references": ["a blue kite in the sky", "a ball"]},
+        {"key": "c", "generated": "a man with a bike", "references": ["a man riding a bike", "a ball"]},
+    ]
+    scores = caption_metric_scores(captioned)
+    assert scores["constant_caption"] == "a ball"  # the set's most frequent reference
+    refs = {c["key"]: [M.tokenize(r) for r in c["references"]] for c in captioned}
+    assert scores["scores"]["CIDEr-D"] == pytest.approx(M.cider_d(refs, {c["key"]: c["generated"] for c in captioned}))
+    assert scores["constant_caption_scores"]["CIDEr-D"] == pytest.approx(M.cider_d(refs, dict.fromkeys(refs, "a ball")))
+    assert scores["scores"]["CIDEr-D"] > scores["constant_caption_scores"]["CIDEr-D"]
