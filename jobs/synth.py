@@ -38,6 +38,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=0, help="same seed gives byte-identical files (default 0)")
     parser.add_argument(
+        "--karpathy",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also write a downstream set of N other pictures in Karpathy's split format (karpathy/: 3/5 train, "
+        "1/5 val, 1/5 test, five captions each, with its own sources.yaml); at least 5 (default 0: none)",
+    )
+    parser.add_argument(
         "--faults",
         action="store_true",
         help="also write deliberately bad items (broken files, bad boxes, bad captions) listed in faults.json",
@@ -53,6 +61,8 @@ def _summary(report: SynthReport) -> str:
         )
     faults = f", {report.num_faults} faults listed in faults.json" if report.num_faults else ""
     lines.append(f"wrote {report.out} in {report.seconds:.2f} s{faults}; sources in {report.out / 'sources.yaml'}")
+    if any(p.name == "karpathy" for p in report.parts):
+        lines.append(f"downstream set (one source per split): {report.out / 'karpathy' / 'sources.yaml'}")
     return "\n".join(lines)
 
 
@@ -67,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             faults=args.faults,
             coco_fraction=args.coco_fraction,
             vg_fraction=args.vg_fraction,
+            karpathy_images=args.karpathy,
         )
     except ValueError as error:  # a bad setting: say which, without a traceback
         _parser().error(str(error))

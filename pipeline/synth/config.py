@@ -28,6 +28,7 @@ class SynthConfig:
     min_regions_per_vg_image: int = 10  # region descriptions per VG image, lower bound
     max_regions_per_vg_image: int = 30  # region descriptions per VG image, upper bound
     jpeg_quality: int = 90  # fixed, so the bytes are reproducible
+    karpathy_images: int = 0  # pictures of a downstream set in Karpathy's format (3/5 train, 1/5 val, 1/5 test)
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -43,6 +44,7 @@ class SynthConfig:
             "min_regions_per_vg_image": self.min_regions_per_vg_image >= 1,
             "max_regions_per_vg_image": self.max_regions_per_vg_image >= self.min_regions_per_vg_image,
             "jpeg_quality": 1 <= self.jpeg_quality <= 95,
+            "karpathy_images": self.karpathy_images == 0 or self.karpathy_images >= 5,
         }
         for name, ok in checks.items():
             if not ok:

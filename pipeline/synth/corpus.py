@@ -14,12 +14,23 @@ import numpy as np
 
 from pipeline.synth.config import CorpusPlan, SynthConfig
 from pipeline.synth.faults import ESCAPE_FILE, FaultContext, write_faults
-from pipeline.synth.formats import Coco, build_coco, build_web, dump, web_sample, write_coco, write_sources, write_vg
+from pipeline.synth.formats import (
+    Coco,
+    build_coco,
+    build_web,
+    dump,
+    web_sample,
+    write_coco,
+    write_karpathy,
+    write_sources,
+    write_vg,
+)
 
 _OWN_ENTRIES = {
     "coco",
     "vg",
     "web",
+    "karpathy",
     "sources.yaml",
     "synth_truth.json",
     "synth_config.json",
@@ -129,6 +140,11 @@ def generate(cfg: SynthConfig, progress: bool = False) -> SynthReport:
         with timer(source):
             dump(cfg.out / "web" / f"{source}_train.json", rows)
     write_sources(cfg.out)
+    if cfg.karpathy_images:
+        bar = _progress(cfg.karpathy_images, progress)
+        with timer("karpathy"):
+            karpathy_captions = write_karpathy(cfg, bar.update)
+        bar.close()
     dump(cfg.out / "synth_truth.json", {"seed": cfg.seed, "coco_captions": coco.truth, "vg_regions": vg.truth})
 
     parts = [
@@ -140,6 +156,9 @@ def generate(cfg: SynthConfig, progress: bool = False) -> SynthReport:
     for source, _, count in web_sources:
         num_captions = sum(len(r["caption"]) if isinstance(r["caption"], list) else 1 for r in web[source][:count])
         parts.append(PartReport(source, count, num_captions, 0, count + 1, timer.seconds[source]))
+    if cfg.karpathy_images:
+        n = cfg.karpathy_images
+        parts.append(PartReport("karpathy", n, karpathy_captions, 0, n + 2, timer.seconds["karpathy"]))
     return SynthReport(cfg.out, tuple(parts), len(faults), time.perf_counter() - start)
 
 

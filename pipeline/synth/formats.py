@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -265,6 +266,42 @@ def build_web(cfg: SynthConfig, source: str, first_picture: int, count: int, tic
         rows.append({"image": rel, "caption": captions if source == "sbu" and len(captions) > 1 else captions[0]})
         tick()
     return rows
+
+
+KARPATHY_PICTURES = 1 << 30  # picture numbers of the downstream set: far from every picture of the corpus
+KARPATHY_SPLITS = ("train", "train", "train", "val", "test")  # picture k is in split KARPATHY_SPLITS[k % 5]
+_KARPATHY_TEXT = 4
+
+
+def write_karpathy(cfg: SynthConfig, tick: Tick) -> int:
+    """A downstream set in Karpathy's format, of pictures the corpus does not have: ``karpathy/dataset_synth.json``
+    (five COCO-style captions per image, splits by ``KARPATHY_SPLITS``), the images in ``karpathy/images/`` and a
+    ``karpathy/sources.yaml`` with one source per split (``synth_train``, ``synth_val``, ``synth_test``), to ingest
+    apart from the pretraining corpus. Returns the number of captions."""
+    root = cfg.out / "karpathy"
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    images, num_captions = [], 0
+    for k in range(cfg.karpathy_images):
+        scene = picture_scene(cfg, KARPATHY_PICTURES + k)
+        save_jpeg(render(scene), root / "images" / f"{k:06d}.jpg", cfg.jpeg_quality)
+        things = [Thing(i, o.category, o.colour, o.box) for i, o in enumerate(scene.objects)]
+        rng = picture_rng(cfg, KARPATHY_PICTURES + k, _KARPATHY_TEXT)
+        texts = [make_caption(rng, things, scene.width, scene.height, scene.background.kind, True).text
+                 for _ in range(cfg.captions_per_coco_image)]  # fmt: skip
+        sentences = [{"raw": t, "tokens": re.findall(r"[a-z0-9]+", t.lower()), "imgid": k} for t in texts]
+        images.append({"filepath": "images", "filename": f"{k:06d}.jpg", "imgid": k,
+                       "split": KARPATHY_SPLITS[k % 5], "sentences": sentences})  # fmt: skip
+        num_captions += len(texts)
+        tick()
+    dump(root / "dataset_synth.json", {"images": images, "dataset": "synth"})
+    sources = [
+        {"name": f"synth_{split}", "format": "karpathy", "annotations": "dataset_synth.json", "splits": [split],
+         "images": "."}
+        for split in ("train", "val", "test")
+    ]  # fmt: skip
+    text = "# Written by `copa synth`: the downstream set, one source per split; paths relative to this folder.\n"
+    (root / "sources.yaml").write_text(text + yaml.safe_dump({"sources": sources}, sort_keys=False))
+    return num_captions
 
 
 def write_sources(out: Path) -> None:

@@ -110,3 +110,14 @@ def test_a_file_without_an_images_list_is_an_error(tmp_path):
     path.write_text(json.dumps([{"image": "a.jpg", "caption": "an ALBEF list"}]))
     with pytest.raises(ValueError, match="no 'images' list"):
         list(karpathy.read(_spec(path)))
+
+
+def test_the_synthetic_karpathy_set_ingests_split_by_split(tmp_path):
+    from pipeline.synth import SynthConfig, generate
+
+    generate(SynthConfig(out=tmp_path / "corpus", num_images=20, karpathy_images=15))
+    config = tmp_path / "corpus" / "karpathy" / "sources.yaml"
+    assert ingest.main(["--config", str(config), "--out", str(tmp_path / "k.parquet"), "--quiet"]) == 0
+    rows = pq.read_table(tmp_path / "k.parquet", columns=["source", "status", "captions"]).to_pylist()
+    assert Counter(r["source"] for r in rows) == {"synth_train": 9, "synth_val": 3, "synth_test": 3}
+    assert all(r["status"] == "ok" and len(r["captions"]) == 5 for r in rows)

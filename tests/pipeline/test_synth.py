@@ -267,10 +267,36 @@ def test_rerun_replaces_own_output_and_refuses_foreign_folders(tmp_path: Path) -
     assert (foreign / "notes.txt").read_text() == "mine"
 
 
+def test_karpathy_set_has_its_own_pictures_splits_and_five_captions(tmp_path: Path) -> None:
+    out = tmp_path / "corpus"
+    generate(SynthConfig(out=out, num_images=20, karpathy_images=10, seed=3))
+    dataset = _load(out / "karpathy" / "dataset_synth.json")
+    images = dataset["images"]
+    assert [i["split"] for i in images].count("train") == 6 and [i["split"] for i in images].count("test") == 2
+    for image in images:
+        assert len(image["sentences"]) == 5 and all(s["raw"].endswith(".") for s in image["sentences"])
+        with Image.open(out / "karpathy" / image["filepath"] / image["filename"]) as picture:
+            picture.verify()
+    corpus = {h for name, h in _hashes(out).items() if not name.startswith("karpathy/")}
+    ours = {h for name, h in _hashes(out).items() if name.startswith("karpathy/images/")}
+    assert len(ours) == 10 and not ours & corpus  # pictures the pretraining corpus does not have
+    generate(SynthConfig(out=tmp_path / "again", num_images=20, karpathy_images=10, seed=3))
+    again = _hashes(tmp_path / "again")
+    assert {n: h for n, h in _hashes(out).items() if n.startswith("karpathy/")} == {
+        n: h for n, h in again.items() if n.startswith("karpathy/")
+    }
+    assert main(["--out", str(tmp_path / "cli"), "--images", "20", "--karpathy", "5"]) == 0
+    sources = yaml.safe_load((tmp_path / "cli" / "karpathy" / "sources.yaml").read_text())["sources"]
+    assert [(s["name"], s["splits"]) for s in sources] == [
+        ("synth_train", ["train"]), ("synth_val", ["val"]), ("synth_test", ["test"])]  # fmt: skip
+    assert "karpathy" not in (tmp_path / "cli" / "sources.yaml").read_text()  # kept out of pretraining
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("num_images", 5), ("seed", -1), ("min_side", 8), ("max_side", 100), ("vg_coco_overlap", 1.5)],
-)
+    [("num_images", 5), ("seed", -1), ("min_side", 8), ("max_side", 100), ("vg_coco_overlap", 1.5),
+     ("karpathy_images", 3)],
+)  # fmt: skip
 def test_config_errors_name_the_field(tmp_path: Path, field: str, value: object) -> None:
     with pytest.raises(ValueError, match=field):
         SynthConfig(out=tmp_path, **{field: value})
