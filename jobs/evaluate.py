@@ -72,7 +72,9 @@ def summary(result: dict) -> str:
     for name in ("text_to_image", "image_to_text"):
         figures = " ".join(f"{k} {v:.3f}" for k, v in ret[name].items())
         lines.append(f"{name}: {figures} (chance R@1 {ret[f'chance_{name}_R@1']:.3f})")
-    lines.append(f"retrieval over {ret['images']} images and {ret['captions']} captions")
+    lines.append(
+        f"retrieval over {ret['images']} images and {ret['captions']} captions: mean recall {ret['mean_recall']:.3f}"
+    )
     for c in result["captions"]:
         lines.append(f"{c['key']}: '{c['generated']}' | reference '{c['references'][0]}'")
     if "caption_metrics" in result:

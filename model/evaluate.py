@@ -150,6 +150,11 @@ def recall_at(ranks: np.ndarray, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, 
     return {f"R@{k}": float((ranks < k).mean()) for k in ks}
 
 
+def mean_recall(t2i: np.ndarray, i2t: np.ndarray) -> float:
+    """The mean of R@1, R@5 and R@10 in both directions: the single retrieval figure ALBEF and BLIP report."""
+    return float(np.mean([*recall_at(t2i).values(), *recall_at(i2t).values()]))
+
+
 def retrieval_ranks(sim_CI: np.ndarray, caption_image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Ranks of the right answer: text->image per caption [C], image->text per image [I] (best of its captions)."""
     num_images = sim_CI.shape[1]
@@ -183,6 +188,7 @@ def retrieval_scores(
         "itm_rerank": itm_rerank,
         "text_to_image": recall_at(t2i),
         "image_to_text": recall_at(i2t),
+        "mean_recall": mean_recall(t2i, i2t),
         "chance_text_to_image_R@1": 1 / len(data.keys),
         "chance_image_to_text_R@1": float(np.mean([np.mean(owner == i) for i in range(len(data.keys))])),
     }

@@ -12,6 +12,7 @@ from model.evaluate import (
     EvalSet,
     caption_metric_scores,
     detector_scores,
+    mean_recall,
     naming_scores,
     recall_at,
     retrieval_ranks,
@@ -50,6 +51,8 @@ def test_retrieval_ranks_find_the_first_right_answer():
     assert t2i.tolist() == [0, 1, 0, 2]
     assert i2t.tolist() == [0, 0, 1]  # image 2: caption 1 (another image's) first, its own caption 3 second
     assert recall_at(np.array([0, 1, 5]), (1, 2)) == {"R@1": 1 / 3, "R@2": 2 / 3}
+    # t2i ranks [0, 1, 0, 2]: R@1 2/4, R@5 and R@10 1; i2t [0, 0, 1]: R@1 2/3, R@5 and R@10 1
+    assert mean_recall(t2i, i2t) == pytest.approx((2 / 4 + 1 + 1 + 2 / 3 + 1 + 1) / 6)
 
 
 class _FixedDetector:
