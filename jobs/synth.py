@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
         default=0,
         metavar="N",
         help="also write a downstream set of N other pictures in Karpathy's split format (karpathy/: 3/5 train, "
-        "1/5 val, 1/5 test, five captions each, with its own sources.yaml); at least 5 (default 0: none)",
+        "1/5 val, 1/5 test, five captions each, a sources_<split>.yaml per split); at least 5 (default 0: none)",
     )
     parser.add_argument(
         "--faults",
@@ -62,7 +62,7 @@ def _summary(report: SynthReport) -> str:
     faults = f", {report.num_faults} faults listed in faults.json" if report.num_faults else ""
     lines.append(f"wrote {report.out} in {report.seconds:.2f} s{faults}; sources in {report.out / 'sources.yaml'}")
     if any(p.name == "karpathy" for p in report.parts):
-        lines.append(f"downstream set (one source per split): {report.out / 'karpathy' / 'sources.yaml'}")
+        lines.append(f"downstream set: {report.out / 'karpathy'}/sources_{{train,val,test}}.yaml, one per split")
     return "\n".join(lines)
 
 

@@ -10,7 +10,7 @@ section 2), so tests, the demo and benchmarks need no downloads:
     out/web/{cc3m,sbu}_train.json, out/web/images/{cc3m,sbu}/<9-digit id>.jpg
     out/synth_truth.json                  which objects each COCO caption and VG region mentions
     out/faults.json, out/outside.jpg      only with faults=True (see pipeline.synth.faults)
-    out/karpathy/dataset_synth.json, out/karpathy/images/<6-digit>.jpg, out/karpathy/sources.yaml
+    out/karpathy/dataset_synth.json, out/karpathy/images/<6-digit>.jpg, out/karpathy/sources_{train,val,test}.yaml
                                           only with karpathy_images: a downstream set in Karpathy's split format,
                                           pictures of its own, 3/5 train, 1/5 val, 1/5 test
 

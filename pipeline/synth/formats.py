@@ -275,9 +275,9 @@ _KARPATHY_TEXT = 4
 
 def write_karpathy(cfg: SynthConfig, tick: Tick) -> int:
     """A downstream set in Karpathy's format, of pictures the corpus does not have: ``karpathy/dataset_synth.json``
-    (five COCO-style captions per image, splits by ``KARPATHY_SPLITS``), the images in ``karpathy/images/`` and a
-    ``karpathy/sources.yaml`` with one source per split (``synth_train``, ``synth_val``, ``synth_test``), to ingest
-    apart from the pretraining corpus. Returns the number of captions."""
+    (five COCO-style captions per image, splits by ``KARPATHY_SPLITS``), the images in ``karpathy/images/`` and one
+    ``karpathy/sources_<split>.yaml`` per split (sources ``synth_train``, ``synth_val``, ``synth_test``): each split is
+    ingested and packed on its own, apart from the pretraining corpus. Returns the number of captions."""
     root = cfg.out / "karpathy"
     (root / "images").mkdir(parents=True, exist_ok=True)
     images, num_captions = [], 0
@@ -294,13 +294,11 @@ def write_karpathy(cfg: SynthConfig, tick: Tick) -> int:
         num_captions += len(texts)
         tick()
     dump(root / "dataset_synth.json", {"images": images, "dataset": "synth"})
-    sources = [
-        {"name": f"synth_{split}", "format": "karpathy", "annotations": "dataset_synth.json", "splits": [split],
-         "images": "."}
-        for split in ("train", "val", "test")
-    ]  # fmt: skip
-    text = "# Written by `copa synth`: the downstream set, one source per split; paths relative to this folder.\n"
-    (root / "sources.yaml").write_text(text + yaml.safe_dump({"sources": sources}, sort_keys=False))
+    for split in ("train", "val", "test"):
+        source = {"name": f"synth_{split}", "format": "karpathy", "annotations": "dataset_synth.json",
+                  "splits": [split], "images": "."}  # fmt: skip
+        text = f"# Written by `copa synth`: the {split} split of the downstream set; paths relative to this folder.\n"
+        (root / f"sources_{split}.yaml").write_text(text + yaml.safe_dump({"sources": [source]}, sort_keys=False))
     return num_captions
 
 

@@ -116,8 +116,10 @@ def test_the_synthetic_karpathy_set_ingests_split_by_split(tmp_path):
     from pipeline.synth import SynthConfig, generate
 
     generate(SynthConfig(out=tmp_path / "corpus", num_images=20, karpathy_images=15))
-    config = tmp_path / "corpus" / "karpathy" / "sources.yaml"
-    assert ingest.main(["--config", str(config), "--out", str(tmp_path / "k.parquet"), "--quiet"]) == 0
-    rows = pq.read_table(tmp_path / "k.parquet", columns=["source", "status", "captions"]).to_pylist()
-    assert Counter(r["source"] for r in rows) == {"synth_train": 9, "synth_val": 3, "synth_test": 3}
-    assert all(r["status"] == "ok" and len(r["captions"]) == 5 for r in rows)
+    for split, count in (("train", 9), ("val", 3), ("test", 3)):
+        config = tmp_path / "corpus" / "karpathy" / f"sources_{split}.yaml"
+        out = tmp_path / f"{split}.parquet"
+        assert ingest.main(["--config", str(config), "--out", str(out), "--quiet"]) == 0
+        rows = pq.read_table(out, columns=["source", "status", "captions"]).to_pylist()
+        assert Counter(r["source"] for r in rows) == {f"synth_{split}": count}
+        assert all(r["status"] == "ok" and len(r["captions"]) == 5 for r in rows)

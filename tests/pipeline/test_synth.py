@@ -286,9 +286,9 @@ def test_karpathy_set_has_its_own_pictures_splits_and_five_captions(tmp_path: Pa
         n: h for n, h in again.items() if n.startswith("karpathy/")
     }
     assert main(["--out", str(tmp_path / "cli"), "--images", "20", "--karpathy", "5"]) == 0
-    sources = yaml.safe_load((tmp_path / "cli" / "karpathy" / "sources.yaml").read_text())["sources"]
-    assert [(s["name"], s["splits"]) for s in sources] == [
-        ("synth_train", ["train"]), ("synth_val", ["val"]), ("synth_test", ["test"])]  # fmt: skip
+    for split in ("train", "val", "test"):
+        sources = yaml.safe_load((tmp_path / "cli" / "karpathy" / f"sources_{split}.yaml").read_text())["sources"]
+        assert [(s["name"], s["splits"]) for s in sources] == [(f"synth_{split}", [split])]
     assert "karpathy" not in (tmp_path / "cli" / "sources.yaml").read_text()  # kept out of pretraining
 
 
