@@ -183,8 +183,10 @@ def ray_parts(specs: list[SourceSpec]) -> list[dict]:
     for spec in specs:
         if spec.format in LOCAL_FORMATS:
             continue
-        shards = img2dataset.shard_names(spec) if spec.format == "img2dataset" else [""]
-        parts += [{"spec": json.dumps(vars(spec)), "shard": shard} for shard in shards]
+        shards = img2dataset.shards(spec) if spec.format == "img2dataset" else [("", False)]
+        parts += [
+            {"source": spec.name, "spec": spec.to_json(), "shard": tar, "sidecar": sidecar} for tar, sidecar in shards
+        ]
     return parts
 
 
@@ -199,11 +201,10 @@ def read_part(batch: pa.Table) -> pa.Table:
     """One Ray Data task: the rows of a source (or the records of one img2dataset shard) as Arrow IPC bytes, with
     the reader's stats, so that parts of any schema travel in one column."""
     payloads, stats_out = [], []
-    for spec_json, shard in zip(batch["spec"].to_pylist(), batch["shard"].to_pylist(), strict=True):
-        fields = json.loads(spec_json)
-        spec, stats = SourceSpec(**fields | {"splits": tuple(fields["splits"])}), Counter()
-        if shard:
-            table = img2dataset.shard_records(spec, shard)
+    for part in batch.to_pylist():
+        spec, stats = SourceSpec.from_json(part["spec"]), Counter()
+        if part["shard"]:
+            table = img2dataset.shard_records(spec, part["shard"], part["sidecar"])
         else:
             table = read_source_columns(spec, stats)
             if table is None:
@@ -213,9 +214,9 @@ def read_part(batch: pa.Table) -> pa.Table:
     return pa.table({"table": pa.array(payloads, pa.large_binary()), "stats": stats_out})
 
 
-def ray_tables(specs: list[SourceSpec], rows: Iterator[dict]) -> Iterator[tuple[pa.Table, dict]]:
-    """The tables ``ingest`` takes, from the Ray results in part order: img2dataset shards become rows here, where
-    keys are claimed across the folder."""
+def ray_tables(specs: list[SourceSpec], parts: list[dict], rows: Iterator[dict]) -> Iterator[tuple[pa.Table, dict]]:
+    """The tables ``ingest`` takes, from the Ray results of ``parts`` in order: img2dataset shards become rows here,
+    where keys are claimed across the folder."""
     for spec in specs:
         if spec.format in LOCAL_FORMATS:
             continue
@@ -223,8 +224,9 @@ def ray_tables(specs: list[SourceSpec], rows: Iterator[dict]) -> Iterator[tuple[
             row = next(rows)
             yield pa.ipc.open_stream(row["table"]).read_all(), json.loads(row["stats"])
             continue
-        shards = [pa.ipc.open_stream(next(rows)["table"]).read_all() for _ in img2dataset.shard_names(spec)]
-        yield img2dataset.rows_from_records(spec, shards), {}
+        num_shards = sum(part["source"] == spec.name for part in parts)
+        records = [pa.ipc.open_stream(next(rows)["table"]).read_all() for _ in range(num_shards)]
+        yield img2dataset.rows_from_records(spec, records), {}
 
 
 def ingest_on_ray(specs: list[SourceSpec], out: str, workers: int | None, progress: bool) -> dict[str, SourceSummary]:
@@ -249,7 +251,7 @@ def ingest_on_ray(specs: list[SourceSpec], out: str, workers: int | None, progre
             compute=ray.data.TaskPoolStrategy(size=workers),
             num_cpus=1,
         )
-        return ingest(specs, out, progress, tables=ray_tables(specs, iter(ds.iter_rows())))
+        return ingest(specs, out, progress, tables=ray_tables(specs, parts, iter(ds.iter_rows())))
     finally:
         if started_here:
             ray.shutdown()

@@ -22,6 +22,7 @@ file, the entry and the setting.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 
@@ -53,6 +54,14 @@ class SourceSpec:
 
     def __hash__(self) -> int:
         return hash((self.name, self.format, self.images, tuple(sorted(self.files.items())), self.splits))
+
+    def to_json(self) -> str:
+        return json.dumps(vars(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> SourceSpec:
+        fields = json.loads(text)
+        return cls(**fields | {"splits": tuple(fields["splits"])})  # JSON has lists only
 
 
 def _resolve(base: str, path: str) -> str:

@@ -192,10 +192,13 @@ def _tars(spec: SourceSpec) -> tuple[pafs.FileSystem, str, list[str], set[str]]:
     return fs, root, tars, set(names)
 
 
-def _shard_records(fs: pafs.FileSystem, root: str, tar: str, present: set[str]) -> Iterator[_Record]:
-    sidecar = tar.removesuffix(".tar") + ".parquet"
+def _sidecar(tar: str) -> str:
+    return tar.removesuffix(".tar") + ".parquet"
+
+
+def _shard_records(fs: pafs.FileSystem, root: str, tar: str, has_sidecar: bool) -> Iterator[_Record]:
     tar_path = f"{root}/{tar}"
-    return _from_sidecar(fs, f"{root}/{sidecar}", tar_path) if sidecar in present else _from_tar(fs, tar_path)
+    return _from_sidecar(fs, f"{root}/{_sidecar(tar)}", tar_path) if has_sidecar else _from_tar(fs, tar_path)
 
 
 def read(spec: SourceSpec, stats: Counter | None = None) -> Iterator[SourceRow]:
@@ -272,26 +275,25 @@ def _records_from_python(records: Iterator[_Record], tar: str) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=RECORD_SCHEMA)
 
 
-def shard_records(spec: SourceSpec, tar: str) -> pa.Table:
+def shard_records(spec: SourceSpec, tar: str, has_sidecar: bool) -> pa.Table:
     """The records of one shard of the folder as columns (``RECORD_SCHEMA``): from its sidecar, else by streaming
     the tar. One task of ``copa ingest --engine ray``."""
     fs, root = filesystem(spec.images)
-    present = set(_list_folder(fs, root, f"source {spec.name}"))
-    return _shard_columns(fs, root, tar, present)
+    return _shard_columns(fs, root, tar, has_sidecar)
 
 
-def _shard_columns(fs: pafs.FileSystem, root: str, tar: str, present: set[str]) -> pa.Table:
-    sidecar = tar.removesuffix(".tar") + ".parquet"
-    if sidecar in present:
-        table = _sidecar_columns(fs, f"{root}/{sidecar}", f"{root}/{tar}", tar)
+def _shard_columns(fs: pafs.FileSystem, root: str, tar: str, has_sidecar: bool) -> pa.Table:
+    if has_sidecar:
+        table = _sidecar_columns(fs, f"{root}/{_sidecar(tar)}", f"{root}/{tar}", tar)
         if table is not None:
             return table
-    return _records_from_python(_shard_records(fs, root, tar, present), tar)
+    return _records_from_python(_shard_records(fs, root, tar, has_sidecar), tar)
 
 
-def shard_names(spec: SourceSpec) -> list[str]:
-    """The shards of the folder, in the order their rows come."""
-    return _tars(spec)[2]
+def shards(spec: SourceSpec) -> list[tuple[str, bool]]:
+    """The shards of the folder, in the order their rows come, and whether each has its sidecar."""
+    _, _, tars, present = _tars(spec)
+    return [(tar, _sidecar(tar) in present) for tar in tars]
 
 
 def read_table(spec: SourceSpec, stats: Counter | None = None) -> pa.Table:
@@ -299,7 +301,7 @@ def read_table(spec: SourceSpec, stats: Counter | None = None) -> pa.Table:
 
     There are no boxes, so ``stats`` gets nothing: every problem is a rejected row."""
     fs, root, tars, present = _tars(spec)
-    return rows_from_records(spec, [_shard_columns(fs, root, tar, present) for tar in tars])
+    return rows_from_records(spec, [_shard_columns(fs, root, tar, _sidecar(tar) in present) for tar in tars])
 
 
 def rows_from_records(spec: SourceSpec, shards: list[pa.Table]) -> pa.Table:

@@ -16,7 +16,7 @@ from pipeline.readers.common import (
     path_hash,
     rejected_row,
 )
-from pipeline.readers.img2dataset import IMAGE_EXTS, _Record, _shard_records, _tars
+from pipeline.readers.img2dataset import IMAGE_EXTS, _Record, _shard_records, _sidecar, _tars
 from pipeline.rows import DUPLICATE_KEY, SourceRow
 from pipeline.sources import SourceSpec
 
@@ -47,5 +47,5 @@ def read(spec: SourceSpec, stats: Counter | None = None) -> Iterator[SourceRow]:
     fs, root, tars, present = _tars(spec)
     keys = KeyRegistry(spec.name)
     for tar in tars:
-        for index, record in enumerate(_shard_records(fs, root, tar, present)):
+        for index, record in enumerate(_shard_records(fs, root, tar, _sidecar(tar) in present)):
             yield _row(spec, keys, record, tar, index)
