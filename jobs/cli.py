@@ -21,6 +21,7 @@ JOBS = {
     "ingest": "read every source of a sources.yaml into one normalized Parquet table, captions aligned to boxes",
     "pack": "a Ray Data job: source manifest -> deterministic WebDataset shards with PTA labels and Parquet manifests",
     "train": "joint COPA pretraining (ITC, ITM, MLM, PrefixLM, PTA) streaming from shards; torchrun for DDP",
+    "finetune": "fine-tune a model for retrieval (ITC + ITM) or captioning, at any resolution; same trainer",
     "evaluate": "detector precision/recall by keep ratio, retrieval R@1/5/10 and greedy captions on held-out shards",
     "export": "a trained run as a self-describing model folder (config.json, model.safetensors, tokenizer.json)",
     "inspect": "a packed dataset from its manifests: summary, histograms, SQL queries, sample and detector pictures",

@@ -14,7 +14,7 @@ from manifests.inspect import format_summary, summarize
 matplotlib.use("Agg")  # files only; never a window
 import matplotlib.pyplot as plt
 
-CURVES = ("loss", "loss_itc", "loss_itm", "loss_mlm", "loss_prefixlm", "loss_pta", "itm_acc", "lr")
+CURVES = ("loss", "loss_itc", "loss_itm", "loss_mlm", "loss_prefixlm", "loss_pta", "loss_caption", "itm_acc", "lr")
 
 
 def read_metrics(path: str | Path) -> list[dict]:

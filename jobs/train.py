@@ -44,10 +44,27 @@ FLAGS = {
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="copa train", description=__doc__.split("\n\n")[0])
+    p = parser("copa train", __doc__.split("\n\n")[0])
     p.add_argument("--shards", help="dataset folder from `copa pack`, a brace pattern, or a list file of shard URLs")
-    p.add_argument("--out", help="run folder (config, tokenizer, metrics, checkpoints, loss curves)")
     p.add_argument("--preset", help=f"model preset: {', '.join(PRESETS)} (default: small)")
+    p.add_argument(
+        "--vision-weights",
+        metavar="PATH",
+        help="initial image tower: a transformers CLIP folder, an OpenCLIP/timm state dict (= model.vision.checkpoint)",
+    )
+    p.add_argument(
+        "--text-weights",
+        metavar="DIR",
+        help="initial text towers: a local BERT folder (= model.text.bert_dir); its tokenizer too unless --tokenizer",
+    )
+    p.add_argument("--vocab-size", type=int, help="WordPiece size when building the tokenizer (8000)")
+    return p.parse_args(argv)
+
+
+def parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The flags ``copa train`` and ``copa finetune`` share."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--out", help="run folder (config, tokenizer, metrics, checkpoints, loss curves)")
     p.add_argument("--config", help="YAML with `train:` and `model:` sections (and optionally `preset:`)")
     p.add_argument(
         "--set",
@@ -69,17 +86,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--augment", action="store_true", default=None, help="random resized crop + flip, labels moved")
     p.add_argument("--resampled", action="store_true", default=None, help="draw shards with replacement (multi-node)")
     p.add_argument("--tokenizer", help="local tokenizer folder (tokenizer.json or BERT vocab.txt); default: build one")
-    p.add_argument(
-        "--vision-weights",
-        metavar="PATH",
-        help="initial image tower: a transformers CLIP folder, an OpenCLIP/timm state dict (= model.vision.checkpoint)",
-    )
-    p.add_argument(
-        "--text-weights",
-        metavar="DIR",
-        help="initial text towers: a local BERT folder (= model.text.bert_dir); its tokenizer too unless --tokenizer",
-    )
-    p.add_argument("--vocab-size", type=int, help="WordPiece size when building the tokenizer (8000)")
     p.add_argument("--seed", type=int, help="random seed (0)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="device (auto: CUDA when available)")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], help="auto: bf16 autocast on CUDA, fp32 on CPU")
@@ -91,7 +97,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--overwrite", action="store_true", help="delete this run's checkpoints and metrics and start afresh"
     )
     p.add_argument("--quiet", action="store_true", help="no progress output")
-    return p.parse_args(argv)
+    return p
 
 
 def parse_sets(items: list[str]) -> dict:
@@ -109,8 +115,11 @@ def parse_sets(items: list[str]) -> dict:
     return out
 
 
-def resolve(args: argparse.Namespace) -> tuple[TrainConfig, COPAConfig]:
-    """Preset < YAML < flags < --set, into typed configs (unknown keys name their source)."""
+def resolve(
+    args: argparse.Namespace, model_base: dict | None = None, train_base: dict | None = None
+) -> tuple[TrainConfig, COPAConfig]:
+    """Preset (or ``model_base``, ``train_base``) < YAML < flags < --set, into typed configs (unknown keys name
+    their source)."""
     where = args.config or "settings"
     doc: dict = {}
     if args.config:
@@ -120,20 +129,21 @@ def resolve(args: argparse.Namespace) -> tuple[TrainConfig, COPAConfig]:
         if unknown:
             raise ValueError(f"{args.config}: unknown sections {unknown}; known: ['model', 'preset', 'train']")
     sets = parse_sets(args.set)
-    flags = {field: getattr(args, flag) for flag, field in FLAGS.items() if getattr(args, flag) is not None}
+    flags = {field: getattr(args, flag) for flag, field in FLAGS.items() if getattr(args, flag, None) is not None}
     if args.quiet:
         flags["progress"] = False
-    train = merge(merge(doc.get("train") or {}, flags), sets.get("train", {}))
+    train = merge(merge(merge(train_base or {}, doc.get("train") or {}), flags), sets.get("train", {}))
     for name in ("shards", "out"):
         if not train.get(name):
             raise ValueError(f"--{name} is required (or train.{name} in the config file)")
     model_flags: dict = {}
-    if args.vision_weights:
+    if getattr(args, "vision_weights", None):
         model_flags["vision"] = {"checkpoint": args.vision_weights}
-    if args.text_weights:
+    if getattr(args, "text_weights", None):
         model_flags["text"] = {"bert_dir": args.text_weights}
         train.setdefault("tokenizer", args.text_weights)  # the BERT folder's vocab.txt / tokenizer.json
-    model_base = dataclasses.asdict(preset(args.preset or doc.get("preset") or "small"))
+    if model_base is None:
+        model_base = dataclasses.asdict(preset(getattr(args, "preset", None) or doc.get("preset") or "small"))
     model = merge(merge(merge(model_base, doc.get("model") or {}), model_flags), sets.get("model", {}))
     return from_dict(TrainConfig, train, f"{where}: train"), from_dict(COPAConfig, model, f"{where}: model")
 
@@ -151,12 +161,16 @@ def prepare_out(out: Path, overwrite: bool) -> None:
 @job_errors("train")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    return run(args, *resolve(args), "train")
+
+
+def run(args: argparse.Namespace, cfg: TrainConfig, model_cfg: COPAConfig, name: str) -> int:
+    """Train (``copa train``, ``copa finetune``), with loss curves at every checkpoint."""
+    out = Path(cfg.out)
 
     def curves(_checkpoint: Path) -> None:
         plot_loss_curves(out / METRICS_FILE, out / LOSS_CURVES)
 
-    cfg, model_cfg = resolve(args)
-    out = Path(cfg.out)
     trainer = Trainer(cfg, model_cfg, on_checkpoint=curves, prepare=lambda: prepare_out(out, args.overwrite))
     try:
         result = trainer.run()
@@ -165,8 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     if trainer.dist.main and not args.quiet:
         losses = " ".join(f"{k}={v:.3f}" for k, v in result.items() if k.startswith("loss"))
         print(
-            f"[train] done: step {result['steps']}, {losses}; {result['skipped_steps']} skipped steps\n"
-            f"[train] checkpoint {result['checkpoint']}\n[train] loss curves {out / LOSS_CURVES}",
+            f"[{name}] done: step {result['steps']}, {losses}; {result['skipped_steps']} skipped steps\n"
+            f"[{name}] checkpoint {result['checkpoint']}\n[{name}] loss curves {out / LOSS_CURVES}",
             file=sys.stderr,
         )
     return 0

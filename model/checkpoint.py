@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from timm.layers import resample_abs_pos_embed
 
 from model.config import COPAConfig, from_dict
 from model.copa import COPA
@@ -95,6 +96,27 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def model_config(state: dict) -> COPAConfig:
     return from_dict(COPAConfig, json.loads(state["config"])["model"], f"{state.get('path', 'checkpoint')}: model")
+
+
+def load_weights(model: COPA, weights: dict[str, torch.Tensor], source: str) -> None:
+    """Start ``model`` from another model's weights (fine-tuning): every tensor must fit, except the ViT position
+    embeddings, which are resampled to this model's grid (bicubic, antialiased: timm's ``resample_abs_pos_embed``)
+    when the weights were trained at another image size, e.g. a 256 px checkpoint fine-tuned at 384 px."""
+    own = model.state_dict()
+    weights = dict(weights)
+    for key, value in weights.items():
+        if key.endswith("vit.pos_embed") and key in own and value.shape != own[key].shape:
+            grid = model.cfg.vision.grid_size
+            weights[key] = resample_abs_pos_embed(value, (grid, grid), num_prefix_tokens=1)
+    shapes = [f"{k} {list(v.shape)} (this model: {list(own[k].shape)})" for k, v in weights.items()
+              if k in own and v.shape != own[k].shape]  # fmt: skip
+    missing, unexpected = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
+    if shapes or missing or unexpected:
+        raise ValueError(
+            f"{source}: its weights do not fit the configured model: shapes {shapes[:4]}, missing {missing[:6]}, "
+            f"unexpected {unexpected[:6]}"
+        )
+    model.load_state_dict(weights)
 
 
 def rng_state() -> dict:

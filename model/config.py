@@ -29,6 +29,15 @@ ITC_IMAGE_PATHS = ("cls_query", "text_query", "unpruned")
 ITM_NEGATIVES = ("requery", "reuse")
 NEGATIVE_POOLS = ("rank", "global")  # where ITM hard negatives are drawn from under DDP
 POOLS = ("cls", "mean")  # how a text becomes one vector: its [CLS] state or the mean over its tokens
+LOSS_WEIGHTS = ("w_itc", "w_itm", "w_mlm", "w_prefixlm", "w_pta", "w_caption")
+# What each training task optimizes (``copa finetune --task``): the loss weights it sets. A loss of weight 0 is not
+# computed at all. Retrieval fine-tunes ITC and ITM with hard negatives (ALBEF, BLIP); captioning fine-tunes the
+# decoder on whole captions after a prompt (BLIP, mPLUG).
+TASK_LOSSES = {
+    "pretrain": {"w_itc": 1.0, "w_itm": 1.0, "w_mlm": 1.0, "w_prefixlm": 1.0, "w_pta": 1.0, "w_caption": 0.0},
+    "retrieval": {"w_itc": 1.0, "w_itm": 1.0, "w_mlm": 0.0, "w_prefixlm": 0.0, "w_pta": 0.0, "w_caption": 0.0},
+    "caption": {"w_itc": 0.0, "w_itm": 0.0, "w_mlm": 0.0, "w_prefixlm": 0.0, "w_pta": 0.0, "w_caption": 1.0},
+}
 
 
 def _positive(obj: object, *names: str) -> None:
@@ -156,6 +165,7 @@ class LossConfig:
     w_mlm: float = 1.0  # masked language modelling on the fused text
     w_prefixlm: float = 1.0  # caption continuation by the decoder
     w_pta: float = 1.0  # patch-text alignment of the detector logits
+    w_caption: float = 0.0  # captioning: the decoder writes the whole caption after a fixed prompt (fine-tuning)
     tau: float = 0.0  # PTA label: patch positive where coverage > tau (0: any overlap, the X-VLM convention)
     soft_pta: bool = False  # PTA targets coverage/255 instead of the hard labels
     mlm_prob: float = 0.15  # fraction of caption tokens chosen for MLM (then 80% [MASK], 10% random, 10% kept)
@@ -168,9 +178,11 @@ class LossConfig:
     itc_global_batch: bool = True  # under DDP, ITC contrasts each pair with every rank's pairs; False: this rank's
 
     def __post_init__(self) -> None:
-        for name in ("w_itc", "w_itm", "w_mlm", "w_prefixlm", "w_pta"):
+        for name in LOSS_WEIGHTS:
             if getattr(self, name) < 0:
                 raise ValueError(f"LossConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if not any(getattr(self, name) for name in LOSS_WEIGHTS):
+            raise ValueError(f"LossConfig: every loss weight is 0 ({', '.join(LOSS_WEIGHTS)}); nothing to train")
         if not 0.0 <= self.tau < 1.0:
             raise ValueError(f"LossConfig.tau must lie in [0, 1), got {self.tau}")
         if not 0.0 < self.mlm_prob < 1.0:

@@ -73,6 +73,7 @@ from model.losses import (
     itm_loss,
     mask_tokens,
     pta_loss,
+    caption_split,
     sample_hard_negatives,
     split_prefix,
     token_loss,
@@ -196,18 +197,67 @@ class COPA(nn.Module):
     # ---- training ------------------------------------------------------------------------------------------
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The weighted sum of the losses whose weight is not 0 (the others are not computed), each loss, and
+        diagnostics. ``batch["prompt_ids"]`` ([1, P], optional) is the captioning prompt ([CLS] and its words)."""
         image, ids_BT, mask_BT = batch["image"], batch["input_ids"], batch["attention_mask"]
         B, lc = ids_BT.shape[0], self.cfg.loss
-        temp = self._temperature()
+        as_float = {"dtype": torch.float32, "device": ids_BT.device}
+        losses: dict[str, Tensor] = {}
+        out: dict[str, Tensor] = {}
         # The step's random text choices first, so that they do not depend on how many tokens the vision path
         # keeps (dropout draws scale with it): every detector setting masks and splits the same captions.
-        mlm_ids_BT, mlm_labels_BT = mask_tokens(ids_BT, mask_BT, self.cfg.text, lc.mlm_prob)
-        split = split_prefix(ids_BT, mask_BT, self.cfg.text)
+        if lc.w_mlm:
+            mlm_ids_BT, mlm_labels_BT = mask_tokens(ids_BT, mask_BT, self.cfg.text, lc.mlm_prob)
+        if lc.w_prefixlm:
+            split = split_prefix(ids_BT, mask_BT, self.cfg.text)
+        if lc.w_caption:
+            losses["caption"] = self._caption_loss(image, ids_BT, mask_BT, batch.get("prompt_ids"))
+        if lc.w_itc or lc.w_itm or lc.w_mlm or lc.w_prefixlm or lc.w_pta:  # the losses on caption-aware tokens
+            text_BTD, query_BD, shared_BND, pos = self._text_aware(image, ids_BT, mask_BT)
+            visual_BMD = pos.tokens
+            out["visual_tokens"] = torch.tensor(float(visual_BMD.shape[1]), **as_float)
+        if lc.w_itc or lc.w_itm:
+            itc, itc_out = self._itc(image, ids_BT, mask_BT, text_BTD, shared_BND, query_BD, visual_BMD)
+            out |= itc_out
+            if lc.w_itc:
+                losses["itc"] = itc[3]
+        if lc.w_itm:
+            losses["itm"], out["itm_acc"], out["itm_negatives_from_other_ranks"] = self._itm(
+                itc[:3], (text_BTD, mask_BT, visual_BMD), shared_BND, query_BD
+            )
+        if lc.w_mlm:
+            with component("text_encoder.masked"):
+                mlm_text_BTD = self.text_encoder(mlm_ids_BT, mask_BT)
+            with component("fusion.mlm"):
+                mlm_BTD = self.fusion(mlm_text_BTD, mask_BT, visual_BMD)
+            with component("heads"):
+                losses["mlm"] = token_loss(self.mlm_head, mlm_BTD, mlm_labels_BT, self._embedding())
+        if lc.w_prefixlm:
+            decoder_BLD = self._decode(visual_BMD, *split[:4])
+            with component("heads"):
+                losses["prefixlm"] = token_loss(self.lm_head, decoder_BLD, split.targets, self._embedding())
+        if lc.w_pta:
+            coverage, has_labels = batch["coverage"], batch["has_labels"]
+            with component("heads"):
+                losses["pta"] = pta_loss(pos.logits, pos.scored_idx, coverage, has_labels, lc.tau, lc.soft_pta)
+            out["pta_samples"] = has_labels.float().sum().detach()
+        total = sum(getattr(lc, f"w_{name}") * loss for name, loss in losses.items())
+        return {"loss": total} | {f"loss_{name}": loss.detach() for name, loss in losses.items()} | out
 
-        text_BTD, query_BD, shared_BND, pos = self._text_aware(image, ids_BT, mask_BT)
-        visual_BMD = pos.tokens
-
-        # ITC: each pair against the batch's pairs; in training under DDP, against every rank's (itc_global_batch)
+    def _itc(
+        self,
+        image: Tensor,
+        ids_BT: Tensor,
+        mask_BT: Tensor,
+        text_BTD: Tensor,
+        shared_BND: Tensor,
+        query_BD: Tensor,
+        visual_BMD: Tensor,
+    ) -> tuple[tuple[Tensor, Tensor, Tensor, Tensor], dict[str, Tensor]]:
+        """ITC of the batch: ((image embeddings, text embeddings, temperature, loss), diagnostics). Each pair is
+        contrasted with the batch's pairs; in training under DDP, with every rank's (``itc_global_batch``)."""
+        B, lc = ids_BT.shape[0], self.cfg.loss
+        temp = self._temperature()
         rank, world_size = distributed.world() if self.training else (0, 1)
         gather_itc = lc.itc_global_batch and world_size > 1
         if self._itc_needs_own_tail():
@@ -220,69 +270,56 @@ class COPA(nn.Module):
             txt_BE = self._itc_text(self, text_BTD, mask_BT)
         if self.momentum is not None:
             with component(MOMENTUM):
-                loss_itc = self._momentum_itc(image, ids_BT, mask_BT, img_BE, txt_BE, temp, gather_itc)
+                loss = self._momentum_itc(image, ids_BT, mask_BT, img_BE, txt_BE, temp, gather_itc)
         elif gather_itc:
             img_CE, txt_CE = distributed.gather_with_grad(img_BE), distributed.gather_with_grad(txt_BE)
-            loss_itc = itc_loss(img_BE, txt_BE, temp, img_CE, txt_CE, offset=rank * B)
+            loss = itc_loss(img_BE, txt_BE, temp, img_CE, txt_CE, offset=rank * B)
         else:
-            loss_itc = itc_loss(img_BE, txt_BE, temp)
+            loss = itc_loss(img_BE, txt_BE, temp)
+        as_float = {"dtype": torch.float32, "device": ids_BT.device}
+        diagnostics = {
+            "temp": temp.detach(),
+            "itc_visual_tokens": torch.tensor(float(itc_visual.shape[1]), **as_float),
+            "itc_candidates": torch.tensor(float(B * (world_size if gather_itc else 1)), **as_float),
+        }
+        return (img_BE, txt_BE, temp, loss), diagnostics
 
-        # ITM: positives, then (image i, hard negative text), then (hard negative image, text i)
+    def _itm(
+        self,
+        itc: tuple[Tensor, Tensor, Tensor],
+        fused_inputs: tuple[Tensor, Tensor, Tensor],
+        shared_BND: Tensor,
+        query_BD: Tensor,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """ITM over the B positives, then (image i, hard negative text), then (hard negative image, text i):
+        (loss, accuracy, fraction of negatives from other ranks)."""
+        B = itc[0].shape[0]
+        world_size = distributed.world()[1] if self.training else 1
         global_pool = self.cfg.itm_negative_pool == "global" and world_size > 1
+        text_BTD, mask_BT, visual_BMD = fused_inputs
         if B * (world_size if global_pool else 1) >= 2:
             texts, masks, visuals, from_other_ranks = self._itm_pairs(
-                (img_BE, txt_BE, temp), (text_BTD, mask_BT, visual_BMD), shared_BND, query_BD, global_pool
+                itc, fused_inputs, shared_BND, query_BD, global_pool
             )
             with component("fusion.itm"):
                 fused_cls = self.fusion(texts, masks, visuals)[:, 0]
         else:  # a single pair has no negative to contrast with; ITM sees the positive only
-            from_other_ranks = torch.zeros((), device=ids_BT.device)
+            from_other_ranks = torch.zeros((), device=text_BTD.device)
             with component("fusion.itm"):
                 fused_cls = self.fusion(text_BTD, mask_BT, visual_BMD)[:, 0]
         with component("heads"):
-            loss_itm, itm_acc = itm_loss(self.itm_head(fused_cls), B)
+            loss, acc = itm_loss(self.itm_head(fused_cls), B)
+        return loss, acc, from_other_ranks.float()
 
-        # MLM
-        with component("text_encoder.masked"):
-            mlm_text_BTD = self.text_encoder(mlm_ids_BT, mask_BT)
-        with component("fusion.mlm"):
-            mlm_BTD = self.fusion(mlm_text_BTD, mask_BT, visual_BMD)
+    def _caption_loss(self, image: Tensor, ids_BT: Tensor, mask_BT: Tensor, prompt_ids: Tensor | None) -> Tensor:
+        """Captioning (fine-tuning): the decoder writes the whole caption after the prompt, which is all the
+        text that drives the detector, as at inference (``generate``)."""
+        split = caption_split(ids_BT, mask_BT, self.cfg.text, prompt_ids)
+        memory_BMD, memory_mask = self._prefix_memory(image, split.prefix_ids, split.prefix_mask)
+        with component("decoder"):
+            h_BLD = self.decoder(self.text_encoder.embed(split.decoder_ids), split.decoder_mask, memory_BMD, memory_mask)
         with component("heads"):
-            loss_mlm = token_loss(self.mlm_head, mlm_BTD, mlm_labels_BT, self._embedding())
-
-        # PrefixLM
-        decoder_BLD = self._decode(visual_BMD, *split[:4])
-        with component("heads"):
-            loss_prefixlm = token_loss(self.lm_head, decoder_BLD, split.targets, self._embedding())
-
-        # PTA
-        coverage, has_labels = batch["coverage"], batch["has_labels"]
-        with component("heads"):
-            loss_pta = pta_loss(pos.logits, pos.scored_idx, coverage, has_labels, lc.tau, lc.soft_pta)
-
-        total = (
-            lc.w_itc * loss_itc
-            + lc.w_itm * loss_itm
-            + lc.w_mlm * loss_mlm
-            + lc.w_prefixlm * loss_prefixlm
-            + lc.w_pta * loss_pta
-        )
-        as_float = {"dtype": torch.float32, "device": total.device}
-        return {
-            "loss": total,
-            "loss_itc": loss_itc.detach(),
-            "loss_itm": loss_itm.detach(),
-            "loss_mlm": loss_mlm.detach(),
-            "loss_prefixlm": loss_prefixlm.detach(),
-            "loss_pta": loss_pta.detach(),
-            "itm_acc": itm_acc,
-            "temp": temp.detach(),
-            "visual_tokens": torch.tensor(float(visual_BMD.shape[1]), **as_float),
-            "itc_visual_tokens": torch.tensor(float(itc_visual.shape[1]), **as_float),
-            "itc_candidates": torch.tensor(float(B * (world_size if gather_itc else 1)), **as_float),
-            "itm_negatives_from_other_ranks": from_other_ranks.float(),
-            "pta_samples": has_labels.float().sum().detach(),
-        }
+            return token_loss(self.lm_head, h_BLD, split.targets, self._embedding())
 
     def _momentum_itc(
         self,
@@ -353,13 +390,26 @@ class COPA(nn.Module):
         """Decoder states for ``decoder_ids``, cross-attending to [visual tokens, fused prefix states]."""
         with component("text_encoder.prefix"):
             prefix_text_BPD = self.text_encoder(prefix_ids, prefix_mask)
+        memory_BMD, memory_mask = self._memory(visual_BMD, prefix_text_BPD, prefix_mask)
+        with component("decoder"):
+            return self.decoder(self.text_encoder.embed(decoder_ids), decoder_mask, memory_BMD, memory_mask)
+
+    def _memory(self, visual_BMD: Tensor, prefix_text_BPD: Tensor, prefix_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """What the decoder cross-attends to: [visual tokens, the prefix fused with them], and its mask."""
         with component("fusion.prefix"):
             prefix_BPD = self.fusion(prefix_text_BPD, prefix_mask, visual_BMD)
-        with component("decoder"):
-            memory_BMD = torch.cat([self.fusion.vision_proj(visual_BMD), prefix_BPD], dim=1)
-            visual_mask = torch.ones(visual_BMD.shape[:2], dtype=prefix_mask.dtype, device=prefix_mask.device)
-            memory_mask = torch.cat([visual_mask, prefix_mask], dim=1)
-            return self.decoder(self.text_encoder.embed(decoder_ids), decoder_mask, memory_BMD, memory_mask)
+        memory_BMD = torch.cat([self.fusion.vision_proj(visual_BMD), prefix_BPD], dim=1)
+        visual_mask = torch.ones(visual_BMD.shape[:2], dtype=prefix_mask.dtype, device=prefix_mask.device)
+        return memory_BMD, torch.cat([visual_mask, prefix_mask], dim=1)
+
+    def _prefix_memory(self, image: Tensor, prefix_ids: Tensor, prefix_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """The decoder's memory when the prefix (the prompt, or [CLS] alone) is all the text there is: the prefix
+        drives the detector, then ``_memory``."""
+        with component("text_encoder.prefix"):
+            text_BPD = self.text_encoder(prefix_ids, prefix_mask)
+        with component("vit"):
+            visual_BMD = self.vision(image, self._query(self, text_BPD, prefix_mask)).tokens
+        return self._memory(visual_BMD, text_BPD, prefix_mask)
 
     # ---- inference -----------------------------------------------------------------------------------------
 
@@ -405,31 +455,89 @@ class COPA(nn.Module):
         return self.vision(image, self._query(self, self.text_encoder(ids_BT, mask_BT), mask_BT))
 
     @torch.no_grad()
-    def generate(self, image: Tensor, max_len: int | None = None, prefix_ids: Tensor | None = None) -> Tensor:
-        """Greedy continuation [B, L] of ``prefix_ids`` ([CLS] w1..ws, padded) or of [CLS] alone.
+    def generate(
+        self,
+        image: Tensor,
+        max_len: int | None = None,
+        prefix_ids: Tensor | None = None,
+        beams: int = 1,
+        length_penalty: float = 1.0,
+    ) -> Tensor:
+        """The caption [B, L] written after ``prefix_ids`` ([1, P] or [B, P]: [CLS] w1..ws, padded) or after [CLS]
+        alone: greedy (``beams`` 1) or beam search. Each row ends at its first [SEP] (kept), padded after it.
 
-        Each row stops at its first [SEP] (kept) and is padded after it.
+        Beam search keeps the ``beams`` best unfinished captions by summed log-probability; a caption that ends
+        scores that sum divided by its length (with [SEP]) to the power ``length_penalty`` (0: the plain sum, which
+        favours short captions; 1: the mean, as transformers' default). It stops when no unfinished caption can
+        still beat the best finished one of its image (exact for ``length_penalty`` 0) or at ``max_len`` tokens.
         """
         t = self.cfg.text
         B, device = image.shape[0], image.device
         max_len = max_len or t.max_len
         if prefix_ids is None:
-            prefix_ids = torch.full((B, 1), t.cls_id, dtype=torch.long, device=device)
-        prefix_mask = (prefix_ids != t.pad_id).long()
-        text_BTD = self.text_encoder(prefix_ids, prefix_mask)
-        visual_BMD = self.vision(image, self._query(self, text_BTD, prefix_mask)).tokens
-        prefix_BPD = self.fusion(text_BTD, prefix_mask, visual_BMD)
-        memory_BMD = torch.cat([self.fusion.vision_proj(visual_BMD), prefix_BPD], dim=1)
-        memory_mask = torch.cat([torch.ones(visual_BMD.shape[:2], dtype=torch.long, device=device), prefix_mask], 1)
-
+            prefix_ids = torch.full((1, 1), t.cls_id, dtype=torch.long, device=device)
+        prefix_ids = prefix_ids.expand(B, -1)
+        memory_BMD, memory_mask = self._prefix_memory(image, prefix_ids, (prefix_ids != t.pad_id).long())
+        if beams > 1:
+            return self._beam_search(memory_BMD, memory_mask, max_len, beams, length_penalty)
         out = torch.full((B, 1), t.bos_id, dtype=torch.long, device=device)
         done_B = torch.zeros(B, dtype=torch.bool, device=device)
         for _ in range(max_len):
-            h_BLD = self.decoder(self.text_encoder.embed(out), torch.ones_like(out), memory_BMD, memory_mask)
-            next_B = self.lm_head(h_BLD[:, -1], self._embedding()).argmax(dim=-1)
+            next_B = self._next_logits(out, memory_BMD, memory_mask).argmax(dim=-1)
             next_B = next_B.masked_fill(done_B, t.pad_id)
             out = torch.cat([out, next_B[:, None]], dim=1)
             done_B |= next_B == t.sep_id
             if done_B.all():
                 break
         return out[:, 1:]
+
+    def _next_logits(self, ids_BL: Tensor, memory_BMD: Tensor, memory_mask: Tensor) -> Tensor:
+        """The decoder's logits [B, V] for the token after ``ids_BL`` (the whole sequence is re-run: no cache)."""
+        h_BLD = self.decoder(self.text_encoder.embed(ids_BL), torch.ones_like(ids_BL), memory_BMD, memory_mask)
+        return self.lm_head(h_BLD[:, -1], self._embedding()).float()
+
+    def _beam_search(
+        self, memory_BMD: Tensor, memory_mask: Tensor, max_len: int, beams: int, length_penalty: float
+    ) -> Tensor:
+        t, B, device = self.cfg.text, memory_BMD.shape[0], memory_BMD.device
+        memory_RMD, memory_mask = memory_BMD.repeat_interleave(beams, 0), memory_mask.repeat_interleave(beams, 0)
+        seqs = [[[t.bos_id]] for _ in range(B)]  # per image, its unfinished captions (bos first)
+        sums = [[0.0] for _ in range(B)]  # their summed log-probabilities
+        best: list[tuple[float, list[int]] | None] = [None] * B  # per image, its best finished caption and score
+
+        def finished_score(total: float, length: int) -> float:
+            return total / length**length_penalty
+
+        for step in range(1, max_len + 1):
+            live = [b for b in range(B) if seqs[b]]
+            if not live:
+                break
+            ids = torch.tensor([s for b in live for s in seqs[b]], device=device)
+            rows = torch.tensor([b * beams + k for b in live for k in range(len(seqs[b]))], device=device)
+            logp_RV = self._next_logits(ids, memory_RMD[rows], memory_mask[rows]).log_softmax(dim=-1).cpu()
+            r = 0
+            for b in live:
+                n = len(seqs[b])
+                cand_KV = logp_RV[r : r + n] + torch.tensor(sums[b])[:, None]
+                r += n
+                values, flat = cand_KV.flatten().topk(min(2 * beams, cand_KV.numel()))
+                grown, grown_sums = [], []
+                for value, index in zip(values.tolist(), flat.tolist(), strict=True):
+                    k, token = divmod(index, cand_KV.shape[1])
+                    seq = seqs[b][k] + [token]
+                    if token == t.sep_id or step == max_len:
+                        score = finished_score(value, step)
+                        if best[b] is None or score > best[b][0]:
+                            best[b] = (score, seq)
+                    elif len(grown) < beams:
+                        grown.append(seq)
+                        grown_sums.append(value)
+                # unfinished sums only fall, so with length_penalty 0 none can beat a better finished caption
+                if best[b] is not None and grown and finished_score(max(grown_sums), step) <= best[b][0]:
+                    grown = []
+                seqs[b], sums[b] = grown, grown_sums
+        out = torch.full((B, max_len), t.pad_id, dtype=torch.long)
+        for b, found in enumerate(best):
+            caption = found[1][1:]
+            out[b, : len(caption)] = torch.tensor(caption)
+        return out[:, : max(1, max(len(f[1]) - 1 for f in best))].to(device)

@@ -131,12 +131,14 @@ class PrefixSplit(NamedTuple):
     targets: Tensor  # [B, L]: the continuation words and [SEP], IGNORE on padding
 
 
-def split_prefix(ids_BT: Tensor, mask_BT: Tensor, cfg: TextConfig) -> PrefixSplit:
-    """Cut each caption [CLS w1..wn SEP] after a random s in [0, n-1] words: prefix [CLS w1..ws], target ws+1..SEP."""
+def split_prefix(ids_BT: Tensor, mask_BT: Tensor, cfg: TextConfig, split_B: Tensor | None = None) -> PrefixSplit:
+    """Cut each caption [CLS w1..wn SEP] after s words: prefix [CLS w1..ws], target ws+1..SEP; s is ``split_B`` or,
+    by default, uniform in [0, n-1]."""
     B, T = ids_BT.shape
     length_B = mask_BT.long().sum(dim=1)
-    num_words_B = (length_B - 2).clamp(min=1)
-    split_B = (torch.rand(B, device=ids_BT.device) * num_words_B).long()  # uniform in [0, num_words - 1]
+    if split_B is None:
+        num_words_B = (length_B - 2).clamp(min=1)
+        split_B = (torch.rand(B, device=ids_BT.device) * num_words_B).long()  # uniform in [0, num_words - 1]
     pos_T = torch.arange(T, device=ids_BT.device)
 
     prefix_len_B = 1 + split_B
@@ -153,6 +155,16 @@ def split_prefix(ids_BT: Tensor, mask_BT: Tensor, cfg: TextConfig) -> PrefixSpli
     bos_B1 = torch.full((B, 1), cfg.bos_id, dtype=ids_BT.dtype, device=ids_BT.device)
     decoder_ids_BL = torch.cat([bos_B1, cont_BL[:, :-1]], dim=1).masked_fill(~cont_mask_BL, cfg.pad_id)
     return PrefixSplit(prefix_ids_BP, prefix_mask_BP.long(), decoder_ids_BL, cont_mask_BL.long(), targets_BL)
+
+
+def caption_split(ids_BT: Tensor, mask_BT: Tensor, cfg: TextConfig, prompt_ids: Tensor | None = None) -> PrefixSplit:
+    """Captioning targets: the whole caption w1..wn SEP after the prefix ``prompt_ids`` ([1, P] or [B, P]: [CLS] and
+    the prompt's words, no [SEP]), or after [CLS] alone."""
+    whole = split_prefix(ids_BT, mask_BT, cfg, torch.zeros(ids_BT.shape[0], dtype=torch.long, device=ids_BT.device))
+    if prompt_ids is None:
+        return whole
+    prefix_BP = prompt_ids.expand(ids_BT.shape[0], -1)
+    return whole._replace(prefix_ids=prefix_BP, prefix_mask=(prefix_BP != cfg.pad_id).long())
 
 
 def token_loss(

@@ -83,6 +83,12 @@ class CaptionTokenizer:
             "attention_mask": torch.tensor([e.attention_mask for e in encodings], dtype=torch.long),
         }
 
+    def prompt(self, text: str) -> torch.Tensor:
+        """A captioning prompt as the decoder's prefix, [1, P]: [CLS] and the prompt's words, no [SEP] ("" gives
+        [CLS] alone)."""
+        ids = self.tokenizer.encode(text).ids
+        return torch.tensor([ids[:-1]], dtype=torch.long)  # the encoding ends with [SEP]
+
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 

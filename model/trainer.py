@@ -43,11 +43,12 @@ from model.checkpoint import (
     checkpoint_path,
     latest_checkpoint,
     load_checkpoint,
+    load_weights,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
-from model.config import COPAConfig
+from model.config import TASK_LOSSES, COPAConfig
 from model.copa import COPA
 from model.loader import LoaderConfig, StreamingLoader, batches_per_epoch, check_datasets, resolve_shards
 from model.tokenizer import TOKENIZER_FILE, CaptionTokenizer, build_wordpiece
@@ -81,6 +82,9 @@ class TrainConfig:
     augment: bool = False  # random resized crop + flip, labels moved with the image
     resampled: bool = False  # draw shards with replacement (multi-node runs, so no rank starves)
     tokenizer: str | None = None  # local tokenizer folder (tokenizer.json or BERT vocab.txt); None: build one
+    task: str = "pretrain"  # what the losses serve (``TASK_LOSSES``); the model's loss weights say what is computed
+    init_from: str | None = None  # start from this model's weights and tokenizer (a checkpoint, run or export)
+    prompt: str = ""  # captioning: the text the decoder continues, e.g. "a picture of" (BLIP); "" is [CLS] alone
     vocab_size: int = 8000  # WordPiece size when building from the shards' captions
     tokenizer_captions: int = 200_000  # captions read from the shards to build the vocabulary
     seed: int = 0  # model init, dropout, masking, data order
@@ -109,6 +113,8 @@ class TrainConfig:
             raise ValueError(
                 f"TrainConfig.lr must be > 0 and min_lr_ratio in [0, 1], got {self.lr}, {self.min_lr_ratio}"
             )
+        if self.task not in TASK_LOSSES:
+            raise ValueError(f"TrainConfig.task must be one of {list(TASK_LOSSES)}, got {self.task!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"TrainConfig.device must be auto, cpu or cuda, got {self.device!r}")
         if self.precision not in PRECISIONS:
@@ -231,7 +237,10 @@ class Trainer:
         self.train_urls, self.holdout_urls = split_holdout(cfg.shards, cfg.holdout_shards)
         resume = latest_checkpoint(self.out)
         self.state = load_checkpoint(resume) if resume else None
-        self.tokenizer = self._tokenizer(model_cfg.text.max_len)
+        # a fine-tuning run starts from another model's weights and tokenizer; resumed, its own checkpoint has both
+        start = load_checkpoint(cfg.init_from) if cfg.init_from and self.state is None else None
+        self.tokenizer = self._tokenizer(model_cfg.text.max_len, start)
+        self.prompt_ids = self.tokenizer.prompt(cfg.prompt)
         text = dataclasses.replace(model_cfg.text, vocab_size=self.tokenizer.vocab_size, **self.tokenizer.special_ids())
         self.model_cfg = dataclasses.replace(model_cfg, text=text)
         self._check_resume()
@@ -240,7 +249,11 @@ class Trainer:
             (self.out / CONFIG_FILE).write_text(json.dumps(self.config_dict(), indent=1) + "\n")
 
         seed_everything(cfg.seed)  # the same initial weights on every rank
-        self.model = COPA(self.model_cfg).to(self.dist.device)
+        self.model = COPA(self.model_cfg)
+        if start is not None:
+            load_weights(self.model, start["model"], start["path"])
+            del start
+        self.model.to(self.dist.device)
         self.optimizer = make_optimizer(self.model, cfg.lr, cfg.weight_decay)
         v = self.model_cfg.vision
         self.loader = StreamingLoader(
@@ -278,19 +291,31 @@ class Trainer:
             # No buffer broadcast: the only buffers that change are the momentum queues, which every rank fills
             # with the same gathered features (model/momentum.py); at ``base`` broadcasting them would send
             # 128 MiB from rank 0 every step.
+            # A loss of weight 0 is not computed, so the heads only it uses get no gradient (fine-tuning tasks).
+            lc = self.model_cfg.loss
+            unused = not all(getattr(lc, w) for w in ("w_itc", "w_itm", "w_mlm", "w_prefixlm", "w_pta"))
             self.ddp = DistributedDataParallel(
-                self.model, device_ids=[self.dist.local_rank] if cuda else None, broadcast_buffers=False
+                self.model,
+                device_ids=[self.dist.local_rank] if cuda else None,
+                broadcast_buffers=False,
+                find_unused_parameters=unused,
             )
 
     # ---- set-up ---------------------------------------------------------------------------------------------
 
-    def _tokenizer(self, max_len: int) -> CaptionTokenizer:
-        """From the checkpoint when resuming; else a local folder; else built from the shards by rank 0."""
+    def _tokenizer(self, max_len: int, start: dict | None) -> CaptionTokenizer:
+        """From the checkpoint when resuming; else a local folder; else the model fine-tuning starts from; else
+        built from the shards by rank 0."""
         saved = self.out / TOKENIZER_FILE
         if self.state is not None:
             return CaptionTokenizer.from_str(self.state["tokenizer"], max_len)
         if self.cfg.tokenizer:
             return CaptionTokenizer.from_dir(self.cfg.tokenizer, max_len)
+        if start is not None:
+            tokenizer = CaptionTokenizer.from_str(start["tokenizer"], max_len)
+            if self.dist.main:
+                tokenizer.save(str(self.out))
+            return tokenizer
         if self.dist.main:
             captions = shard_captions(self.train_urls, self.cfg.tokenizer_captions)
             CaptionTokenizer(build_wordpiece(captions, self.cfg.vocab_size), max_len).save(str(self.out))
@@ -369,6 +394,7 @@ class Trainer:
     def forward_backward(self, batch: dict, sync: bool) -> dict[str, torch.Tensor]:
         device = self.dist.device
         inputs = {k: v.to(device, non_blocking=True) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        inputs["prompt_ids"] = self.prompt_ids.to(device)
         model = self.ddp or self.model
         with (
             torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16),
@@ -495,7 +521,7 @@ class Trainer:
             with open(self.out / METRICS_FILE, "a", encoding="utf-8") as f:
                 f.write(json.dumps(line) + "\n")
             if self.cfg.progress and not sys.stderr.isatty():
-                keys = ("loss", "loss_itc", "loss_itm", "loss_mlm", "loss_prefixlm", "loss_pta")
+                keys = ("loss", "loss_itc", "loss_itm", "loss_mlm", "loss_prefixlm", "loss_pta", "loss_caption")
                 parts = " ".join(f"{k.removeprefix('loss_')}={line[k]:.3f}" for k in keys if k in line)
                 self.log(f"step {self.step}/{self.total_steps} {parts} {line['samples_per_s']:.1f} samples/s")
         return line
