@@ -4,6 +4,12 @@ Greedy captions are also scored with BLEU-1..4, ROUGE-L and CIDEr-D against the 
 constant caption (the set's most frequent reference).
 
     copa evaluate --checkpoint RUN [--shards DATASET_OR_PATTERN] [--out RUN/eval]
+    copa evaluate --task retrieval|caption --checkpoint RUN --shards TEST_SHARDS [--keep-ratios 1.0,0.7,0.5,0.3]
+
+``--task retrieval`` is the ALBEF/BLIP protocol (ITC over all pairs, each query's top ``--itm-rerank`` re-ranked by
+ITM); ``--task caption`` captions every image read (greedy, or ``--beams N``, after the run's prompt) and scores
+them. Either is measured at each keep ratio with its throughput and counted GFLOPs, and writes ``eval.json`` and
+``report.md`` (with ``retrieval_examples.png``: queries and their top 5, the right images framed in green).
 
 ``--checkpoint`` is a checkpoint file or a run folder (its latest checkpoint). Without ``--shards`` the run's
 held-out shards (``--holdout-shards`` at training time) are used. Writes ``eval.json``, ``detector_recall.png``
@@ -22,9 +28,12 @@ from jobs.cli import job_errors
 from jobs.report import plot_detector
 from manifests import pictures
 from model.checkpoint import load_checkpoint, load_model
-from model.evaluate import evaluate
+from model.evaluate import caption_task, evaluate, load_eval_set, retrieval_task
 from model.trainer import split_holdout
 from pipeline.align import coco_categories_in
+
+TASKS = ("all", "retrieval", "caption")
+DEFAULT_KEEP = ("0.1,0.3,0.5,0.7", "1.0,0.7,0.5,0.3")  # all; a task
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -32,10 +41,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--checkpoint", required=True, help="checkpoint file, or a run folder (its latest checkpoint)")
     p.add_argument("--shards", help="held-out shards: folder, brace pattern (default: the run's held-out shards)")
     p.add_argument("--out", help="output folder (default: eval/ beside the run's checkpoints folder)")
-    p.add_argument("--keep-ratios", default="0.1,0.3,0.5,0.7", help="detector keep ratios (default: %(default)s)")
-    p.add_argument("--max-images", type=int, default=500, help="held-out images read (default: %(default)s)")
+    p.add_argument(
+        "--task",
+        choices=TASKS,
+        default="all",
+        help="all: detector, retrieval and captions of a pretraining run; retrieval or caption: that task's protocol "
+        "at each keep ratio, with throughput and GFLOPs (default: %(default)s)",
+    )
+    p.add_argument(
+        "--keep-ratios",
+        help="detector keep ratios (default: 0.1,0.3,0.5,0.7 for all, 1.0,0.7,0.5,0.3 for a task)",
+    )
+    p.add_argument("--max-images", type=int, default=500, help="images read (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=32, help="pairs per forward pass (default: %(default)s)")
-    p.add_argument("--itm-rerank", type=int, default=0, help="re-rank each query's top K by ITM; 0 off (default)")
+    p.add_argument(
+        "--itm-rerank", type=int, help="re-rank each query's top K by ITM; 0 off (default: 128 for retrieval, else 0)"
+    )
+    p.add_argument("--beams", type=int, default=1, help="--task caption: beam size, 1 greedy (default: %(default)s)")
+    p.add_argument("--prompt", help="--task caption: the prompt the decoder continues (default: the run's)")
     p.add_argument("--captions", type=int, default=8, help="images to caption greedily (default: %(default)s)")
     p.add_argument(
         "--naming-images",
@@ -95,20 +118,103 @@ def summary(result: dict) -> str:
     return "\n".join(lines)
 
 
+def task_report(result: dict) -> str:
+    """``report.md`` of ``--task retrieval`` or ``--task caption``: the figures at each keep ratio, then examples."""
+    head = (f"# {result['task'].capitalize()}: `{result['checkpoint']}` (step {result['step']})\n\n"
+            f"{result['images']} images of {result['shards']}; the model was trained at keep ratio "
+            f"{result['keep_ratio_trained']}.\n\n")  # fmt: skip
+    if result["task"] == "retrieval":
+        itc = result["itc"]
+        lines = [
+            f"ITC alone over all {result['captions']} captions x {result['images']} images: text->image "
+            + _recalls(itc["text_to_image"]) + ", image->text " + _recalls(itc["image_to_text"])
+            + f", mean recall {itc['mean_recall']:.3f} (chance text->image R@1 "
+            + f"{result['chance_text_to_image_R@1']:.3f}). Then each query's top {result['itm_rerank']} re-ranked "
+            + "by ITM, at each keep ratio:",
+            "",
+            "| keep ratio | text->image R@1 / 5 / 10 | image->text R@1 / 5 / 10 | mean recall | ITM pairs/s "
+            "| GFLOPs per pair |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]  # fmt: skip
+        for r in result["by_keep_ratio"]:
+            lines.append(
+                f"| {r['keep_ratio']} | {_recalls(r['text_to_image'], ' / ')} | {_recalls(r['image_to_text'], ' / ')} "
+                f"| {r['mean_recall']:.3f} | {r['itm_pairs_per_s']:.1f} | {r['gflops_per_pair']:.3f} |"
+            )
+        lines += ["", "Queries and their top 5 images (green: the right one):", "",
+                  "![retrieval examples](retrieval_examples.png)", ""]  # fmt: skip
+        return head + "\n".join(lines)
+    prompt = f"after the prompt '{result['prompt']}'" if result["prompt"] else "after [CLS]"
+    decoding = "greedy" if result["beams"] == 1 else f"beam search ({result['beams']} beams)"
+    lines = [
+        f"Captions {decoding}, {prompt}, at each keep ratio:",
+        "",
+        "| keep ratio | BLEU-4 | ROUGE-L | CIDEr-D | images/s | GFLOPs per image |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in result["by_keep_ratio"]:
+        m = r["scores"]
+        lines.append(f"| {r['keep_ratio']} | {m['BLEU-4']:.3f} | {m['ROUGE-L']:.3f} | {m['CIDEr-D']:.3f} | "
+                     f"{r['images_per_s']:.1f} | {r['gflops_per_image']:.3f} |")  # fmt: skip
+    c = result["constant_caption_scores"]
+    lines += [f"| one caption for all ('{result['constant_caption']}') | {c['BLEU-4']:.3f} | {c['ROUGE-L']:.3f} | "
+              f"{c['CIDEr-D']:.3f} | | |", "", "Examples (generated | first reference):", ""]  # fmt: skip
+    lines += [f"- `{e['key']}`: {e['generated']} | {e['references'][0]}" for e in result["examples"]]
+    return head + "\n".join(lines) + "\n"
+
+
+def _recalls(figures: dict, sep: str = " ") -> str:
+    return sep.join(f"{v:.3f}" for v in figures.values()) if sep != " " else " ".join(
+        f"{k} {v:.3f}" for k, v in figures.items())  # fmt: skip
+
+
+def run_task(args: argparse.Namespace, state: dict, urls: list[str], out: Path, keep_ratios: tuple) -> int:
+    """``--task retrieval|caption``: eval.json, report.md and (retrieval) retrieval_examples.png in ``out``."""
+    model, tokenizer = load_model(state, args.device)
+    v = model.cfg.vision
+    data = load_eval_set(urls, v.img_size, v.patch_size, args.max_images)
+    print(f"[evaluate] {args.task}: {state['path']} (step {state['step']}), {len(data.keys)} images of "
+          f"{len(urls)} shard(s), keep ratios {list(keep_ratios)}", file=sys.stderr)  # fmt: skip
+    if args.task == "retrieval":
+        k = 128 if args.itm_rerank is None else args.itm_rerank
+        result = retrieval_task(model, tokenizer, data, keep_ratios, k, args.batch_size, args.device)
+        examples = result.pop("examples")
+        panels = [pictures.retrieval_panel(e["caption"], e["images"], e["correct"], e["scores"]) for e in examples]
+        if panels:
+            pictures.save_png(pictures.contact_sheet(panels, columns=1), out / "retrieval_examples.png")
+        result["examples"] = [{k: v for k, v in e.items() if k != "images"} for e in examples]
+    else:
+        prompt = json.loads(state["config"])["train"].get("prompt", "") if args.prompt is None else args.prompt
+        result = caption_task(model, tokenizer, data, keep_ratios, args.beams, prompt, args.batch_size, args.device)
+    result |= {"checkpoint": state["path"], "step": int(state["step"]), "shards": urls}
+    (out / "eval.json").write_text(json.dumps(result, indent=1) + "\n")
+    report = task_report(result)
+    (out / "report.md").write_text(report)
+    print(report)
+    print(f"[evaluate] wrote {out}/eval.json, report.md", file=sys.stderr)
+    return 0
+
+
 @job_errors("evaluate")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     state = load_checkpoint(args.checkpoint)
+    if args.task != "all" and not args.shards:
+        raise ValueError(f"--task {args.task} needs --shards: the task's test split, packed by copa pack")
+    if args.beams < 1:
+        raise ValueError(f"--beams must be at least 1, got {args.beams}")
     urls = split_holdout(args.shards, 0)[0] if args.shards else held_out_shards(state)
-    keep_ratios = tuple(float(r) for r in args.keep_ratios.split(","))
+    keep_ratios = tuple(float(r) for r in (args.keep_ratios or DEFAULT_KEEP[args.task != "all"]).split(","))
     if not all(0 < r <= 1 for r in keep_ratios):
         raise ValueError(f"--keep-ratios must lie in (0, 1], got {args.keep_ratios}")
     out = Path(args.out) if args.out else Path(state["path"]).parent.parent / "eval"
     out.mkdir(parents=True, exist_ok=True)
+    if args.task != "all":
+        return run_task(args, state, urls, out, keep_ratios)
     model, tokenizer = load_model(state, args.device)
     print(f"[evaluate] {state['path']} (step {state['step']}) on {len(urls)} shard(s)", file=sys.stderr)
     result, examples = evaluate(
-        model, tokenizer, urls, keep_ratios, args.max_images, args.batch_size, args.itm_rerank,
+        model, tokenizer, urls, keep_ratios, args.max_images, args.batch_size, args.itm_rerank or 0,
         args.captions, args.pictures, args.device, coco_categories_in, args.naming_images, args.metric_images,
     )  # fmt: skip
     result |= {"checkpoint": state["path"], "step": int(state["step"])}

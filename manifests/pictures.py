@@ -35,6 +35,7 @@ BOX_COLOR: RGB = (255, 48, 48)
 COVER_COLOR: RGB = (0, 150, 255)
 SCORE_COLOR: RGB = (255, 140, 0)
 HIGHLIGHT: RGB = (255, 222, 80)
+RIGHT_COLOR: RGB = (40, 170, 60)
 WHITE: RGB = (255, 255, 255)
 BLACK: RGB = (0, 0, 0)
 GAP = 4  # pixels between tiles
@@ -360,6 +361,23 @@ def detector_panel(
     ]
     row = _stack(tiles, horizontal=True)
     return _stack([row, caption_strip(caption, words, width=row.width)], horizontal=False)
+
+
+def retrieval_panel(
+    query: str, images: Sequence[ImageLike], correct: Sequence[bool], scores: Sequence[float], side: int = 128
+) -> Image.Image:
+    """A text query above its top-ranked images, in rank order, each titled with its rank and score; the images
+    that are right answers are framed in green, the others in grey."""
+    if not images or len(images) != len(correct) or len(images) != len(scores):
+        raise ValueError(f"{len(images)} images, {len(correct)} correct flags and {len(scores)} scores")
+    tiles = []
+    for rank, (image, right, score) in enumerate(zip(images, correct, scores, strict=True), start=1):
+        picture = to_image(image).resize((side, side), Image.Resampling.BILINEAR)
+        framed = Image.new("RGB", (side + 8, side + 8), RIGHT_COLOR if right else (200, 200, 200))
+        framed.paste(picture, (4, 4))
+        tiles.append(_titled(framed, f"{rank}. {score:.3f}{'  right' if right else ''}"))
+    row = _stack(tiles, horizontal=True)
+    return _stack([caption_strip(query, [], width=row.width), row], horizontal=False)
 
 
 def contact_sheet(

@@ -69,11 +69,11 @@ from model import distributed
 from model.config import COPAConfig
 from model.cost import MOMENTUM, component
 from model.losses import (
+    caption_split,
     itc_loss,
     itm_loss,
     mask_tokens,
     pta_loss,
-    caption_split,
     sample_hard_negatives,
     split_prefix,
     token_loss,
@@ -200,7 +200,7 @@ class COPA(nn.Module):
         """The weighted sum of the losses whose weight is not 0 (the others are not computed), each loss, and
         diagnostics. ``batch["prompt_ids"]`` ([1, P], optional) is the captioning prompt ([CLS] and its words)."""
         image, ids_BT, mask_BT = batch["image"], batch["input_ids"], batch["attention_mask"]
-        B, lc = ids_BT.shape[0], self.cfg.loss
+        lc = self.cfg.loss
         as_float = {"dtype": torch.float32, "device": ids_BT.device}
         losses: dict[str, Tensor] = {}
         out: dict[str, Tensor] = {}
@@ -317,7 +317,9 @@ class COPA(nn.Module):
         split = caption_split(ids_BT, mask_BT, self.cfg.text, prompt_ids)
         memory_BMD, memory_mask = self._prefix_memory(image, split.prefix_ids, split.prefix_mask)
         with component("decoder"):
-            h_BLD = self.decoder(self.text_encoder.embed(split.decoder_ids), split.decoder_mask, memory_BMD, memory_mask)
+            h_BLD = self.decoder(
+                self.text_encoder.embed(split.decoder_ids), split.decoder_mask, memory_BMD, memory_mask
+            )
         with component("heads"):
             return token_loss(self.lm_head, h_BLD, split.targets, self._embedding())
 

@@ -21,6 +21,7 @@ Shape legend: I images, C captions, G grid, N patches (G * G), K kept, E embeddi
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ import webdataset as wds
 from manifests.samples import Sample, decode_sample
 from model.caption_metrics import caption_scores, tokenize
 from model.copa import COPA
+from model.cost import count
 from model.loader import canonical_coverage, square_pixels, to_tensor
 from model.tokenizer import CaptionTokenizer
 
@@ -167,9 +169,9 @@ def retrieval_ranks(sim_CI: np.ndarray, caption_image: np.ndarray) -> tuple[np.n
 
 
 @torch.no_grad()
-def retrieval_scores(
-    model: COPA, data: EvalSet, tokenizer: CaptionTokenizer, batch_size: int, device, itm_rerank: int = 0
-) -> dict:
+def itc_similarities(model: COPA, data: EvalSet, tokenizer: CaptionTokenizer, batch_size: int, device) -> np.ndarray:
+    """Cosine similarities [C, I] of every caption's and every image's ITC embeddings (the image from its own
+    [CLS] query, as at inference)."""
     img_IE = torch.cat(
         [model.encode_image(data.images[s].to(device)).cpu() for s in _batches(len(data.keys), batch_size)]
     )
@@ -177,18 +179,28 @@ def retrieval_scores(
     for s in _batches(len(data.captions), batch_size):
         tokens = tokenizer(data.captions[s])
         txt.append(model.encode_text(tokens["input_ids"].to(device), tokens["attention_mask"].to(device)).cpu())
-    sim_CI = (torch.cat(txt) @ img_IE.t()).numpy()
+    return (torch.cat(txt) @ img_IE.t()).numpy()
+
+
+def recall_figures(sim_CI: np.ndarray, caption_image: np.ndarray) -> dict:
+    """R@1/5/10 both ways and their mean, for similarities [C, I]."""
+    t2i, i2t = retrieval_ranks(sim_CI, caption_image)
+    return {"text_to_image": recall_at(t2i), "image_to_text": recall_at(i2t), "mean_recall": mean_recall(t2i, i2t)}
+
+
+@torch.no_grad()
+def retrieval_scores(
+    model: COPA, data: EvalSet, tokenizer: CaptionTokenizer, batch_size: int, device, itm_rerank: int = 0
+) -> dict:
+    sim_CI = itc_similarities(model, data, tokenizer, batch_size, device)
     owner = np.asarray(data.caption_image)
     if itm_rerank:
-        sim_CI = rerank_with_itm(model, data, tokenizer, sim_CI, itm_rerank, batch_size, device)
-    t2i, i2t = retrieval_ranks(sim_CI, owner)
+        sim_CI = rerank_with_itm(model, data, tokenizer, sim_CI, itm_rerank, batch_size, device)[0]
     return {
         "images": len(data.keys),
         "captions": len(data.captions),
         "itm_rerank": itm_rerank,
-        "text_to_image": recall_at(t2i),
-        "image_to_text": recall_at(i2t),
-        "mean_recall": mean_recall(t2i, i2t),
+        **recall_figures(sim_CI, owner),
         "chance_text_to_image_R@1": 1 / len(data.keys),
         "chance_image_to_text_R@1": float(np.mean([np.mean(owner == i) for i in range(len(data.keys))])),
     }
@@ -196,13 +208,16 @@ def retrieval_scores(
 
 def rerank_with_itm(
     model: COPA, data: EvalSet, tokenizer: CaptionTokenizer, sim_CI: np.ndarray, k: int, batch_size: int, device
-) -> np.ndarray:
+) -> tuple[np.ndarray, int]:
     """ITM probability, lifted above every ITC score, for the top ``k`` images of each caption and the top ``k``
-    captions of each image (ALBEF's re-ranking); the other pairs keep their ITC order below."""
+    captions of each image (ALBEF's re-ranking; each pair's own caption drives the detector); the other pairs keep
+    their ITC order below. Returns the scores and the number of pairs ITM scored."""
     out = sim_CI.copy()
     k_img, k_txt = min(k, sim_CI.shape[1]), min(k, sim_CI.shape[0])
-    pairs = {(c, int(i)) for c in range(sim_CI.shape[0]) for i in np.argsort(-sim_CI[c])[:k_img]}
-    pairs |= {(int(c), i) for i in range(sim_CI.shape[1]) for c in np.argsort(-sim_CI[:, i])[:k_txt]}
+    top_img_Ck = np.argsort(-sim_CI, axis=1, kind="stable")[:, :k_img]
+    top_txt_kI = np.argsort(-sim_CI, axis=0, kind="stable")[:k_txt]
+    pairs = {(c, int(i)) for c in range(sim_CI.shape[0]) for i in top_img_Ck[c]}
+    pairs |= {(int(c), i) for i in range(sim_CI.shape[1]) for c in top_txt_kI[:, i]}
     pairs = sorted(pairs)
     for s in _batches(len(pairs), batch_size):
         chunk = pairs[s]
@@ -211,16 +226,26 @@ def rerank_with_itm(
         p = model.itm_score(image, tokens["input_ids"].to(device), tokens["attention_mask"].to(device)).cpu()
         for (c, i), prob in zip(chunk, p.tolist(), strict=True):
             out[c, i] = 2.0 + prob  # cosine similarities are at most 1
-    return out
+    return out, len(pairs)
 
 
 @torch.no_grad()
-def greedy_captions(
-    model: COPA, data: EvalSet, tokenizer: CaptionTokenizer, images: list[int], batch_size: int, device
+def write_captions(
+    model: COPA,
+    data: EvalSet,
+    tokenizer: CaptionTokenizer,
+    images: list[int],
+    batch_size: int,
+    device,
+    beams: int = 1,
+    prompt_ids: torch.Tensor | None = None,
 ) -> list[dict]:
+    """Captions of ``data.images[images]`` (greedy, or beam search with ``beams`` > 1, after ``prompt_ids``), each
+    beside its references."""
     ids = []
+    prompt = None if prompt_ids is None else prompt_ids.to(device)
     for s in _batches(len(images), batch_size):
-        ids += model.generate(data.images[images[s]].to(device)).cpu().tolist()
+        ids += model.generate(data.images[images[s]].to(device), prefix_ids=prompt, beams=beams).cpu().tolist()
     owner = np.asarray(data.caption_image)
     return [
         {
@@ -233,7 +258,7 @@ def greedy_captions(
 
 
 def caption_metric_scores(captioned: list[dict]) -> dict:
-    """BLEU-1..4, ROUGE-L and CIDEr-D of greedy captions against their references (``greedy_captions`` output),
+    """BLEU-1..4, ROUGE-L and CIDEr-D of captions against their references (``write_captions`` output),
     beside the same metrics for a constant caption: the most frequent reference of the set, given to every image.
     A model that only learned the corpus's commonest sentence scores what that baseline scores."""
     refs = {c["key"]: c["references"] for c in captioned}
@@ -355,7 +380,7 @@ def evaluate(
             "detector": detector,
             "retrieval": retrieval_scores(model, data, tokenizer, batch_size, device, itm_rerank),
         }
-        captioned = greedy_captions(
+        captioned = write_captions(
             model,
             data,
             tokenizer,
@@ -368,7 +393,7 @@ def evaluate(
             result["caption_metrics"] = caption_metric_scores(captioned[:metric_images])
         if namer is not None:
             boxed = [i for i, labels in enumerate(data.box_labels) if labels][:naming_images]
-            named = greedy_captions(model, data, tokenizer, boxed, batch_size, device)
+            named = write_captions(model, data, tokenizer, boxed, batch_size, device)
             generated = [c["generated"] for c in named]
             result["naming"] = naming_scores(generated, [data.box_labels[i] for i in boxed], namer)
         examples = detector_examples(model, data, tokenizer, num_examples, device)
@@ -377,4 +402,135 @@ def evaluate(
     return result, examples
 
 
-__all__ = ["EvalSet", "detector_pictures", "eval_set", "evaluate", "load_eval_set", "recall_at", "retrieval_ranks"]
+# ---- downstream tasks: the metric, throughput and FLOPs at each keep ratio (the paper's trade-off) ----------------
+
+
+def _set_keep_ratio(model: COPA, keep_ratio: float) -> None:
+    layers = model.cfg.vision.detect_layers
+    model.set_detection(layers, (keep_ratio,) * len(layers))
+
+
+def _closest(rows: list[dict], keep_ratio: float) -> int:
+    return min(range(len(rows)), key=lambda i: abs(rows[i]["keep_ratio"] - keep_ratio))
+
+
+@torch.no_grad()
+def retrieval_task(
+    model: COPA,
+    tokenizer: CaptionTokenizer,
+    data: EvalSet,
+    keep_ratios: tuple[float, ...] = (1.0, 0.7, 0.5, 0.3),
+    k: int = 128,
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+    num_examples: int = 6,
+) -> dict:
+    """The ALBEF/BLIP retrieval protocol: ITC similarities over all pairs, then each query's top ``k`` re-ranked by
+    ITM with the pair's text driving the detector, at each keep ratio of the detector; R@1/5/10 both ways and their
+    mean, ITM pairs per second and GFLOPs per ITM pair (counted) beside. ITC alone (no re-ranking) is reported
+    first. ``examples``: the first ``num_examples`` captions' top 5 images at the keep ratio nearest the model's."""
+    own = (model.cfg.vision.detect_layers, model.cfg.vision.keep_ratios)
+    model.eval()
+    owner = np.asarray(data.caption_image)
+    sim_CI = itc_similarities(model, data, tokenizer, batch_size, device)
+    rows, reranked = [], []
+    probe = list(range(min(batch_size, len(data.captions))))  # (caption, its own image) pairs for the FLOPs count
+    tokens = tokenizer([data.captions[c] for c in probe])
+    probe_inputs = (data.images[owner[probe]].to(device), tokens["input_ids"].to(device),
+                    tokens["attention_mask"].to(device))  # fmt: skip
+    try:
+        for ratio in keep_ratios:
+            _set_keep_ratio(model, ratio)
+            start = time.perf_counter()
+            scores_CI, pairs = rerank_with_itm(model, data, tokenizer, sim_CI, k, batch_size, device)
+            seconds = time.perf_counter() - start
+            flops = count(lambda: model.itm_score(*probe_inputs)).total_flops / len(probe)
+            reranked.append(scores_CI)
+            rows.append({
+                "keep_ratio": ratio, **recall_figures(scores_CI, owner), "itm_pairs": pairs,
+                "itm_pairs_per_s": pairs / seconds, "gflops_per_pair": flops / 1e9,
+            })  # fmt: skip
+    finally:
+        model.set_detection(*own)
+    chosen = reranked[_closest(rows, own[1][0])] if rows else sim_CI
+    examples = []
+    for c in range(min(num_examples, len(data.captions))):
+        top = np.argsort(-chosen[c], kind="stable")[:5]
+        examples.append({
+            "caption": data.captions[c], "key": data.keys[owner[c]], "top": [data.keys[i] for i in top],
+            "images": [data.jpegs[i] for i in top], "correct": [bool(i == owner[c]) for i in top],
+            "scores": [float(chosen[c, i]) for i in top],
+        })  # fmt: skip
+    return {
+        "task": "retrieval",
+        "images": len(data.keys),
+        "captions": len(data.captions),
+        "itm_rerank": k,
+        "keep_ratio_trained": own[1][0],
+        "itc": recall_figures(sim_CI, owner),
+        "by_keep_ratio": rows,
+        "chance_text_to_image_R@1": 1 / len(data.keys),
+        "examples": examples,
+    }
+
+
+@torch.no_grad()
+def caption_task(
+    model: COPA,
+    tokenizer: CaptionTokenizer,
+    data: EvalSet,
+    keep_ratios: tuple[float, ...] = (1.0, 0.7, 0.5, 0.3),
+    beams: int = 1,
+    prompt: str = "",
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+    num_examples: int = 8,
+) -> dict:
+    """Captions of every image of ``data`` (greedy, or beam search), after ``prompt``, at each keep ratio of the
+    detector: BLEU-1..4, ROUGE-L and CIDEr-D against the references beside a constant caption, images per second,
+    and GFLOPs per image (counted over the first batch's generation, whose length is the model's own)."""
+    own = (model.cfg.vision.detect_layers, model.cfg.vision.keep_ratios)
+    model.eval()
+    prompt_ids = tokenizer.prompt(prompt)
+    images = list(range(len(data.keys)))
+    probe = data.images[: min(batch_size, len(images))].to(device)
+    rows, captioned = [], []
+    try:
+        for ratio in keep_ratios:
+            _set_keep_ratio(model, ratio)
+            start = time.perf_counter()
+            written = write_captions(model, data, tokenizer, images, batch_size, device, beams, prompt_ids)
+            seconds = time.perf_counter() - start
+            flops = count(lambda: model.generate(probe, prefix_ids=prompt_ids.to(device), beams=beams)).total_flops
+            metrics = caption_metric_scores(written)
+            captioned.append(written)
+            rows.append({
+                "keep_ratio": ratio, "scores": metrics["scores"], "images_per_s": len(images) / seconds,
+                "gflops_per_image": flops / len(probe) / 1e9,
+            })  # fmt: skip
+    finally:
+        model.set_detection(*own)
+    return {
+        "task": "caption",
+        "images": len(images),
+        "beams": beams,
+        "prompt": prompt,
+        "keep_ratio_trained": own[1][0],
+        "by_keep_ratio": rows,
+        "constant_caption": metrics["constant_caption"],
+        "constant_caption_scores": metrics["constant_caption_scores"],
+        "examples": captioned[_closest(rows, own[1][0])][:num_examples],
+    }
+
+
+__all__ = [
+    "EvalSet",
+    "caption_task",
+    "detector_pictures",
+    "eval_set",
+    "evaluate",
+    "load_eval_set",
+    "recall_at",
+    "retrieval_ranks",
+    "retrieval_task",
+]

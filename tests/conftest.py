@@ -76,3 +76,11 @@ def learning_corpus(tmp_path_factory):
     from tests.model.corpus import packed_corpus
 
     return packed_corpus(tmp_path_factory.mktemp("learning_corpus"), images=300)
+
+
+@pytest.fixture(scope="session")
+def karpathy_corpus(tmp_path_factory):
+    """``copa synth --karpathy 100``: 60 training and 20 test images of five captions each, packed per split."""
+    from tests.model.corpus import packed_karpathy
+
+    return packed_karpathy(tmp_path_factory.mktemp("karpathy_corpus"), images=100)

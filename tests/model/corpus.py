@@ -34,3 +34,19 @@ def packed_corpus(
     config = PackConfig(samples_per_shard=samples_per_shard, geometry=Geometry(image_size, patch_size))
     pack_in_process(read_source_table(str(source)).to_pylist(), str(shards), config)
     return shards
+
+
+def packed_karpathy(root: Path, images: int = 100, seed: int = 0, image_size: int = 64, patch_size: int = 8) -> dict:
+    """``copa synth --karpathy`` ingested and packed per split: {"train": shards, "test": shards} (3/5 and 1/5 of
+    ``images``, five captions each), labels at the given grid."""
+    corpus = root / "corpus"
+    assert synth.main(["--out", str(corpus), "--images", "10", "--karpathy", str(images), "--seed", str(seed)]) == 0
+    config = PackConfig(samples_per_shard=1000, geometry=Geometry(image_size, patch_size))
+    out = {}
+    for split in ("train", "test"):
+        source = root / f"{split}.parquet"
+        sources = corpus / "karpathy" / f"sources_{split}.yaml"
+        assert ingest.main(["--config", str(sources), "--out", str(source), "--quiet"]) == 0
+        out[split] = root / f"{split}_shards"
+        pack_in_process(read_source_table(str(source)).to_pylist(), str(out[split]), config)
+    return out

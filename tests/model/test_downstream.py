@@ -1,0 +1,144 @@
+"""The model pieces of fine-tuning: task losses, the captioning targets, beam search, weights at another size."""
+
+import dataclasses
+import itertools
+
+import pytest
+import torch
+from timm.layers import resample_abs_pos_embed
+
+from model.checkpoint import load_weights
+from model.config import TASK_LOSSES, LossConfig, TextConfig
+from model.copa import COPA
+from model.losses import IGNORE, caption_split
+from model.presets import tiny
+from model.utils import seed_everything
+
+
+def tiny_task(task: str, **vision) -> object:
+    cfg = tiny()
+    return dataclasses.replace(
+        cfg,
+        vision=dataclasses.replace(cfg.vision, **vision),
+        loss=dataclasses.replace(cfg.loss, **TASK_LOSSES[task]),
+    )
+
+
+@pytest.mark.parametrize(
+    ("task", "losses"),
+    [
+        ("pretrain", {"loss_itc", "loss_itm", "loss_mlm", "loss_prefixlm", "loss_pta"}),
+        ("retrieval", {"loss_itc", "loss_itm"}),
+        ("caption", {"loss_caption"}),
+    ],
+)
+def test_a_task_computes_its_losses_and_no_other(make_batch, task, losses):
+    seed_everything(0)
+    cfg = tiny_task(task)
+    model = COPA(cfg)
+    out = model(make_batch(cfg, labelled=4))
+    assert {k for k in out if k.startswith("loss_")} == losses
+    torch.testing.assert_close(out["loss"], sum(out[k] for k in losses))
+    out["loss"].backward()
+    # the heads of the losses not computed get no gradient: the caption task leaves ITM, MLM and ITC untouched
+    untouched = {"retrieval": ["mlm_head", "lm_head", "decoder"], "caption": ["itm_head", "mlm_head", "itc_text_proj"],
+                 "pretrain": []}[task]  # fmt: skip
+    for name in untouched:
+        assert all(p.grad is None for p in getattr(model, name).parameters()), name
+    assert all(p.grad is not None for p in model.vision.vit.blocks[0].parameters())
+
+
+def test_all_loss_weights_zero_is_refused():
+    with pytest.raises(ValueError, match="every loss weight is 0"):
+        LossConfig(**dict.fromkeys(TASK_LOSSES["pretrain"], 0.0))
+
+
+def test_caption_targets_are_the_whole_caption_after_the_prompt():
+    cfg = TextConfig(vocab_size=200)
+    cls, sep, pad = cfg.cls_id, cfg.sep_id, cfg.pad_id
+    ids = torch.tensor([[cls, 7, 8, 9, sep], [cls, 11, sep, pad, pad]])
+    split = caption_split(ids, (ids != pad).long(), cfg, torch.tensor([[cls, 30, 31]]))
+    assert split.prefix_ids.tolist() == [[cls, 30, 31], [cls, 30, 31]]
+    assert split.prefix_mask.tolist() == [[1, 1, 1], [1, 1, 1]]
+    assert split.decoder_ids.tolist() == [[cls, 7, 8, 9], [cls, 11, pad, pad]]  # [BOS] = [CLS], then the words
+    assert split.decoder_mask.tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
+    assert split.targets.tolist() == [[7, 8, 9, sep], [11, sep, IGNORE, IGNORE]]
+    alone = caption_split(ids, (ids != pad).long(), cfg)  # no prompt: [CLS] alone
+    assert alone.prefix_ids.tolist() == [[cls], [cls]] and alone.targets.tolist() == split.targets.tolist()
+
+
+def _tiny_vocab_model() -> COPA:
+    """The tiny model with six tokens, so that every caption of three tokens can be enumerated."""
+    cfg = tiny()
+    text = dataclasses.replace(cfg.text, vocab_size=6, pad_id=0, cls_id=1, sep_id=2, mask_id=3, bos_id=1)
+    seed_everything(3)
+    model = COPA(dataclasses.replace(cfg, text=text)).eval()
+    with torch.no_grad():  # sharper next-token distributions than the init's near-uniform ones
+        model.text_encoder.embeddings.word_embeddings.weight.mul_(40.0)
+    return model
+
+
+def _best_by_enumeration(model: COPA, image: torch.Tensor, max_len: int) -> tuple[list[int], float]:
+    """The caption of highest summed log-probability among all captions of at most ``max_len`` tokens, by brute
+    force: every sequence of non-[SEP] tokens ending in [SEP], or cut at ``max_len``."""
+    t = model.cfg.text
+    prefix = torch.tensor([[t.cls_id]])
+    memory, memory_mask = model._prefix_memory(image, prefix, torch.ones_like(prefix))
+    words = [v for v in range(t.vocab_size) if v != t.sep_id]
+    best, best_score = None, float("-inf")
+    for length in range(1, max_len + 1):
+        for body in itertools.product(words, repeat=length - 1):
+            for last in range(t.vocab_size) if length == max_len else [t.sep_id]:
+                seq = [t.bos_id, *body, last]
+                score = 0.0
+                for i in range(1, len(seq)):
+                    logits = model._next_logits(torch.tensor([seq[:i]]), memory, memory_mask)
+                    score += logits.log_softmax(-1)[0, seq[i]].item()
+                if score > best_score:
+                    best, best_score = seq[1:], score
+    return best, best_score
+
+
+@torch.no_grad()
+def test_beam_search_wide_enough_finds_the_best_caption_of_all():
+    model = _tiny_vocab_model()
+    images = torch.randn(3, 3, 32, 32)
+    found = model.generate(images, max_len=3, beams=36, length_penalty=0.0)  # 36 >= 6 ** 2: nothing is pruned
+    for b in range(3):
+        best, _ = _best_by_enumeration(model, images[b : b + 1], 3)
+        row = found[b].tolist()
+        assert row[: len(best)] == best and all(x == model.cfg.text.pad_id for x in row[len(best) :])
+
+
+@torch.no_grad()
+def test_one_beam_is_greedy_decoding():
+    model = _tiny_vocab_model()
+    images = torch.randn(4, 3, 32, 32)
+    greedy = model.generate(images, max_len=5)
+    t = model.cfg.text
+    prefix = torch.full((4, 1), t.cls_id)
+    memory, memory_mask = model._prefix_memory(images, prefix, torch.ones_like(prefix))
+    seq = torch.full((4, 1), t.bos_id)
+    for _ in range(greedy.shape[1]):  # the argmax at every step, by hand
+        seq = torch.cat([seq, model._next_logits(seq, memory, memory_mask).argmax(-1, keepdim=True)], 1)
+    for b in range(4):
+        row = greedy[b].tolist()
+        end = row.index(t.sep_id) + 1 if t.sep_id in row else len(row)
+        assert row[:end] == seq[b, 1 : end + 1].tolist()
+
+
+def test_weights_from_another_image_size_resample_the_position_embeddings():
+    seed_everything(0)
+    small_model = COPA(tiny_task("retrieval"))  # 32 px, 8 px patches: a 4 x 4 grid
+    large = COPA(tiny_task("retrieval", img_size=48))  # 6 x 6
+    state = small_model.state_dict()
+    load_weights(large, state, "the 32 px model")
+    expected = resample_abs_pos_embed(state["vision.vit.pos_embed"], (6, 6), num_prefix_tokens=1)
+    torch.testing.assert_close(large.state_dict()["vision.vit.pos_embed"], expected)
+    assert large.vision.vit.pos_embed.shape[1] == 1 + 36
+    for key, value in large.state_dict().items():
+        if key != "vision.vit.pos_embed":
+            assert torch.equal(value, state[key]), key
+    other = COPA(dataclasses.replace(tiny_task("retrieval"), embed_dim=48))  # another ITC width: refused
+    with pytest.raises(ValueError, match=r"the 32 px model: .*itc_vision_proj"):
+        load_weights(other, state, "the 32 px model")
