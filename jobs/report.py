@@ -151,3 +151,55 @@ def demo_report(out: Path, seconds: dict[str, float]) -> tuple[Path, list[str]]:
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path, headline
+
+
+def downstream_report(out: Path, seconds: dict[str, float]) -> tuple[Path, list[str]]:
+    """``out/downstream.md`` of ``copa demo --downstream``: zero-shot beside fine-tuned retrieval and captioning on
+    the Karpathy test split, then each fine-tuned task's figures by keep ratio; returns the path and headlines."""
+    zero = {t: json.loads((out / f"zero_shot_{t}" / "eval.json").read_text()) for t in ("retrieval", "caption")}
+    tuned = {t: json.loads((out / t / "eval" / "eval.json").read_text()) for t in ("retrieval", "caption")}
+    config = json.loads((out / "retrieval" / "train_config.json").read_text())
+    size, pretrained_at = config["model"]["vision"]["img_size"], zero["retrieval"]["checkpoint"]
+
+    def at_own(result: dict) -> dict:
+        rows = result["by_keep_ratio"]
+        return min(rows, key=lambda r: abs(r["keep_ratio"] - result["keep_ratio_trained"]))
+
+    ret_zero, ret_tuned = at_own(zero["retrieval"]), at_own(tuned["retrieval"])
+    cap_zero, cap_tuned = at_own(zero["caption"]), at_own(tuned["caption"])
+    chance = zero["retrieval"]["chance_text_to_image_R@1"]
+    constant = tuned["caption"]["constant_caption_scores"]
+    headline = [
+        f"retrieval on {tuned['retrieval']['images']} test images: text->image R@1 "
+        f"{ret_zero['text_to_image']['R@1']:.3f} zero-shot -> {ret_tuned['text_to_image']['R@1']:.3f} fine-tuned "
+        f"(chance {chance:.3f}); mean recall {ret_zero['mean_recall']:.3f} -> {ret_tuned['mean_recall']:.3f}",
+        f"captioning: CIDEr-D {cap_zero['scores']['CIDEr-D']:.3f} zero-shot -> {cap_tuned['scores']['CIDEr-D']:.3f} "
+        f"fine-tuned (one constant caption for all: {constant['CIDEr-D']:.3f}); BLEU-4 "
+        f"{cap_zero['scores']['BLEU-4']:.3f} -> {cap_tuned['scores']['BLEU-4']:.3f}",
+    ]
+    lines = ["# COPA downstream demo", "", f"Pretrained model `{pretrained_at}`, fine-tuned at {size} px on the "
+             "train split of a synthetic Karpathy-format set (`copa synth --karpathy`) and evaluated on its test "
+             "split (five captions per image).", "", "## Figures", ""] + [f"- {h}" for h in headline]  # fmt: skip
+    lines += ["", "## Steps", ""]
+    lines += _table(["step", "seconds"], [[name, f"{s:.1f}"] for name, s in seconds.items()])
+    lines += ["", "## Zero-shot and fine-tuned, at each model's own keep ratio", ""]
+    recall = lambda r, d: " / ".join(f"{v:.3f}" for v in r[d].values())  # noqa: E731
+    lines += _table(
+        ["retrieval", "keep", "text->image R@1 / 5 / 10", "image->text R@1 / 5 / 10", "mean recall"],
+        [[name, r["keep_ratio"], recall(r, "text_to_image"), recall(r, "image_to_text"), f"{r['mean_recall']:.3f}"]
+         for name, r in (("zero-shot", ret_zero), ("fine-tuned", ret_tuned))],
+    )  # fmt: skip
+    names = list(cap_tuned["scores"])
+    lines += ["", *_table(
+        ["captions", "keep", *names],
+        [[name, r["keep_ratio"], *(f"{r['scores'][k]:.3f}" for k in names)]
+         for name, r in (("zero-shot", cap_zero), ("fine-tuned", cap_tuned))]
+        + [[f"constant ('{tuned['caption']['constant_caption']}')", "", *(f"{constant[k]:.3f}" for k in names)]],
+    )]  # fmt: skip
+    for task in ("retrieval", "caption"):
+        report = (out / task / "eval" / "report.md").read_text()
+        body = report.split("\n", 1)[1].replace("](retrieval_examples.png)", f"]({task}/eval/retrieval_examples.png)")
+        lines += ["", f"## Fine-tuned {task}", "", f"![loss curves]({task}/loss_curves.png)", body]
+    path = out / "downstream.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path, headline

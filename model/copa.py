@@ -452,6 +452,17 @@ class COPA(nn.Module):
         fused_BTD, _ = self.fused_states(image, ids_BT, mask_BT)
         return self.itm_head(fused_BTD[:, 0]).float().softmax(dim=-1)[:, 1]
 
+    def itm_score_shared(self, shared_BND: Tensor, ids_BT: Tensor, mask_BT: Tensor) -> Tensor:
+        """``itm_score`` from the images' ``vision.forward_shared`` tokens: re-ranking pairs many captions with each
+        image, and the blocks before the detector do not depend on the text, so they run once per image."""
+        with component("text_encoder.caption"):
+            text_BTD = self.text_encoder(ids_BT, mask_BT)
+        with component("vit_tail.fusion"):
+            visual_BMD = self.vision.forward_tail(shared_BND, self._query(self, text_BTD, mask_BT)).tokens
+        with component("fusion"):
+            fused_cls = self.fusion(text_BTD, mask_BT, visual_BMD)[:, 0]
+        return self.itm_head(fused_cls).float().softmax(dim=-1)[:, 1]
+
     def detect(self, image: Tensor, ids_BT: Tensor, mask_BT: Tensor) -> VisionOutput:
         """The text-aware detectors' logits, scored and kept patch indices (per detect layer), for pictures."""
         return self.vision(image, self._query(self, self.text_encoder(ids_BT, mask_BT), mask_BT))

@@ -3,6 +3,7 @@
 import dataclasses
 import itertools
 
+import numpy as np
 import pytest
 import torch
 from timm.layers import resample_abs_pos_embed
@@ -10,8 +11,10 @@ from timm.layers import resample_abs_pos_embed
 from model.checkpoint import load_weights
 from model.config import TASK_LOSSES, LossConfig, TextConfig
 from model.copa import COPA
+from model.evaluate import EvalSet, rerank_with_itm
 from model.losses import IGNORE, caption_split
 from model.presets import tiny
+from model.tokenizer import CaptionTokenizer, build_wordpiece
 from model.utils import seed_everything
 
 
@@ -142,3 +145,30 @@ def test_weights_from_another_image_size_resample_the_position_embeddings():
     other = COPA(dataclasses.replace(tiny_task("retrieval"), embed_dim=48))  # another ITC width: refused
     with pytest.raises(ValueError, match=r"the 32 px model: .*itc_vision_proj"):
         load_weights(other, state, "the 32 px model")
+
+
+@torch.no_grad()
+def test_itm_reranking_scores_each_top_pair_as_itm_score_does_one_by_one():
+    seed_everything(0)
+    model = COPA(tiny_task("retrieval")).eval()
+    captions = ["a red ball", "a blue kite", "two green cars", "a red kite", "one blue ball", "green grass"]
+    tokenizer = CaptionTokenizer(build_wordpiece(captions * 3, vocab_size=60, min_frequency=1), max_len=8)
+    g = torch.Generator().manual_seed(1)
+    data = EvalSet(
+        keys=["a", "b", "c"], images=torch.randint(0, 256, (3, 32, 32, 3), dtype=torch.uint8, generator=g),
+        jpegs=[b""] * 3, captions=captions, caption_image=[0, 0, 1, 1, 2, 2], words=[[]] * 6,
+        coverage=np.zeros((6, 4, 4), np.uint8), labelled=np.zeros(6, bool), box_labels=[[]] * 3,
+    )  # fmt: skip
+    sim_CI = np.random.default_rng(0).uniform(-1, 1, (6, 3))
+    out, pairs, encoded = rerank_with_itm(model, data, tokenizer, sim_CI, k=1, batch_size=4, device="cpu")
+    # k = 1: each caption's best image and each image's best caption
+    top = {(c, int(sim_CI[c].argmax())) for c in range(6)} | {(int(sim_CI[:, i].argmax()), i) for i in range(3)}
+    assert pairs == len(top) and encoded <= pairs
+    for c in range(6):
+        for i in range(3):
+            if (c, i) in top:
+                tokens = tokenizer([captions[c]])
+                prob = model.itm_score(data.pixels([i]), tokens["input_ids"], tokens["attention_mask"]).item()
+                assert out[c, i] == pytest.approx(3.0 + prob + sim_CI[c, i], abs=1e-5)
+            else:
+                assert out[c, i] == sim_CI[c, i]

@@ -77,8 +77,9 @@ def test_detector_scores_match_a_hand_count():
     coverage = np.zeros((3, 2, 2), dtype=np.uint8)
     coverage[0, 0, 0], coverage[0, 0, 1], coverage[1, 1, 1] = 255, 10, 200
     data = EvalSet(
-        keys=["a"], images=torch.zeros(1, 3, 4, 4), jpegs=[b""], captions=["x", "y", "z"], caption_image=[0, 0, 0],
-        words=[[], [], []], coverage=coverage, labelled=np.array([True, True, False]), box_labels=[[]],
+        keys=["a"], images=torch.zeros(1, 4, 4, 3, dtype=torch.uint8), jpegs=[b""], captions=["x", "y", "z"],
+        caption_image=[0, 0, 0], words=[[], [], []], coverage=coverage, labelled=np.array([True, True, False]),
+        box_labels=[[]],
     )  # fmt: skip
     model = _FixedDetector([[0, 2], [1, 3], [0, 1]])
 
