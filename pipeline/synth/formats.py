@@ -286,7 +286,8 @@ def write_karpathy(cfg: SynthConfig, tick: Tick) -> int:
         save_jpeg(render(scene), root / "images" / f"{k:06d}.jpg", cfg.jpeg_quality)
         things = [Thing(i, o.category, o.colour, o.box) for i, o in enumerate(scene.objects)]
         rng = picture_rng(cfg, KARPATHY_PICTURES + k, _KARPATHY_TEXT)
-        texts = [make_caption(rng, things, scene.width, scene.height, scene.background.kind, True).text
+        # every reference describes the picture, as the benchmarks' do (no unrelated captions)
+        texts = [make_caption(rng, things, scene.width, scene.height, scene.background.kind, True, False).text
                  for _ in range(cfg.captions_per_coco_image)]  # fmt: skip
         sentences = [{"raw": t, "tokens": re.findall(r"[a-z0-9]+", t.lower()), "imgid": k} for t in texts]
         images.append({"filepath": "images", "filename": f"{k:06d}.jpg", "imgid": k,

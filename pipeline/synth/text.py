@@ -51,7 +51,7 @@ CATEGORY_WORDS: dict[str, Words] = {
 
 # Words that contain a category name (car, cat, cup, bed, bus) without being one.
 DISTRACTOR_WORDS = ("carpet", "cattle", "scarf", "catalog", "cupboard", "bedroom", "busy", "carton")
-_DISTRACTOR_CAPTIONS = (
+DISTRACTOR_CAPTIONS = (
     "a picture of something on a carpet",
     "cattle grazing far away",
     "an old catalog lying open",
@@ -168,11 +168,19 @@ def _choose_groups(rng: np.random.Generator, things: Sequence[Thing]) -> list[li
 
 
 def make_caption(
-    rng: np.random.Generator, things: Sequence[Thing], width: int, height: int, background: str, sentence: bool
+    rng: np.random.Generator,
+    things: Sequence[Thing],
+    width: int,
+    height: int,
+    background: str,
+    sentence: bool,
+    unrelated: bool = True,
 ) -> Text:
-    """One caption for a picture. `sentence` gives COCO style (capital letter, full stop); else web style."""
-    if not things or rng.random() < 0.12:
-        text, mentions = _pick(rng, _DISTRACTOR_CAPTIONS), ()
+    """One caption for a picture. `sentence` gives COCO style (capital letter, full stop); else web style.
+    `unrelated`: 12% of captions are about nothing in the picture, as web captions often are; a picture without
+    objects always gets one."""
+    if not things or (unrelated and rng.random() < 0.12):
+        text, mentions = _pick(rng, DISTRACTOR_CAPTIONS), ()
     else:
         phrases, mention_list = [], []
         for group in _choose_groups(rng, things):

@@ -21,7 +21,7 @@ from pipeline.synth import SynthConfig, generate
 from pipeline.synth.draw import GLYPHS, Background, Scene, glyph_object, render
 from pipeline.synth.faults import FAULT_KINDS
 from pipeline.synth.formats import picture_scene
-from pipeline.synth.text import CATEGORY_WORDS, DISTRACTOR_WORDS
+from pipeline.synth.text import CATEGORY_WORDS, DISTRACTOR_CAPTIONS, DISTRACTOR_WORDS
 
 FLAT = Background("flat", (1, 99, 7), (1, 99, 7), 0.0, 8, 0)  # a colour no glyph paints
 
@@ -275,6 +275,8 @@ def test_karpathy_set_has_its_own_pictures_splits_and_five_captions(tmp_path: Pa
     assert [i["split"] for i in images].count("train") == 6 and [i["split"] for i in images].count("test") == 2
     for image in images:
         assert len(image["sentences"]) == 5 and all(s["raw"].endswith(".") for s in image["sentences"])
+        # references describe their picture, as the benchmarks' do: none of the corpus's unrelated web captions
+        assert not {s["raw"][:-1].lower() for s in image["sentences"]} & set(DISTRACTOR_CAPTIONS)
         with Image.open(out / "karpathy" / image["filepath"] / image["filename"]) as picture:
             picture.verify()
     corpus = {h for name, h in _hashes(out).items() if not name.startswith("karpathy/")}
