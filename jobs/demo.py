@@ -49,8 +49,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "captioning on a synthetic Karpathy set (default --out demo_downstream)")  # fmt: skip
     p.add_argument("--from", dest="init_from", metavar="RUN",
                    help="--downstream: start from this pretrained run instead of pretraining")  # fmt: skip
-    p.add_argument("--karpathy", type=int, default=1000,
-                   help="--downstream: pictures of the Karpathy set, 3/5 train, 1/5 test (default: 1000)")  # fmt: skip
+    p.add_argument("--karpathy", type=int, default=500,
+                   help="--downstream: pictures of the Karpathy set, 3/5 train, 1/5 test (default: 500)")  # fmt: skip
     p.add_argument("--finetune-size", type=int, default=192,
                    help="--downstream: fine-tuning resolution in pixels (default: 192, 1.5x pretraining)")  # fmt: skip
     p.add_argument("--retrieval-steps", type=int, default=150, help="--downstream: fine-tuning steps (default: 150)")

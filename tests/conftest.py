@@ -80,7 +80,7 @@ def learning_corpus(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def karpathy_corpus(tmp_path_factory):
-    """``copa synth --karpathy 100``: 60 training and 20 test images of five captions each, packed per split."""
+    """``copa synth --karpathy 500``: 300 training and 100 test images of five captions each, packed per split."""
     from tests.model.corpus import packed_karpathy
 
-    return packed_karpathy(tmp_path_factory.mktemp("karpathy_corpus"), images=100)
+    return packed_karpathy(tmp_path_factory.mktemp("karpathy_corpus"), images=500)
