@@ -35,3 +35,24 @@ def test_the_demo_runs_every_step_and_writes_its_report(tmp_path, capsys):
     assert f"{ok_samples}" in report.split("## What the shards hold")[1]  # the inspect summary counts them
     info = json.loads((out / "shards" / "dataset.json").read_text())
     assert info["geometry"] == {"image_size": 128, "patch_size": 16}  # labels on the small preset's grid
+
+
+def test_the_downstream_demo_pretrains_fine_tunes_and_evaluates_both_tasks(tmp_path, capsys):
+    out = tmp_path / "downstream"
+    args = ["--downstream", "--out", str(out), "--images", "120", "--samples-per-shard", "50", "--steps", "3",
+            "--batch-size", "4", "--karpathy", "20", "--finetune-size", "160", "--retrieval-steps", "2",
+            "--caption-steps", "2", "--itm-rerank", "2"]  # fmt: skip
+    assert demo.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "retrieval on 4 test images: text->image R@1" in printed and "captioning: CIDEr-D" in printed
+    report = (out / "downstream.md").read_text()
+    for task in ("retrieval", "caption"):
+        zero = json.loads((out / f"zero_shot_{task}" / "eval.json").read_text())
+        tuned = json.loads((out / task / "eval" / "eval.json").read_text())
+        assert zero["checkpoint"].startswith(str(out / "run"))  # zero-shot: the pretrained model itself
+        assert [r["keep_ratio"] for r in tuned["by_keep_ratio"]] == [1.0, 0.7, 0.5, 0.3]
+        config = json.loads((out / task / "train_config.json").read_text())
+        assert config["model"]["vision"]["img_size"] == 160 and config["train"]["task"] == task
+        assert f"## Fine-tuned {task}" in report
+    assert "](retrieval/eval/retrieval_examples.png)" in report
+    Image.open(out / "retrieval" / "eval" / "retrieval_examples.png").verify()
