@@ -31,6 +31,7 @@ from timm.layers import resample_abs_pos_embed
 from model.config import COPAConfig, from_dict
 from model.copa import COPA
 from model.tokenizer import CaptionTokenizer
+from model.utils import load_exactly
 
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_RE = re.compile(r"step-(\d{8})\.pt")
@@ -108,15 +109,7 @@ def load_weights(model: COPA, weights: dict[str, torch.Tensor], source: str) -> 
         if key.endswith("vit.pos_embed") and key in own and value.shape != own[key].shape:
             grid = model.cfg.vision.grid_size
             weights[key] = resample_abs_pos_embed(value, (grid, grid), num_prefix_tokens=1)
-    shapes = [f"{k} {list(v.shape)} (this model: {list(own[k].shape)})" for k, v in weights.items()
-              if k in own and v.shape != own[k].shape]  # fmt: skip
-    missing, unexpected = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
-    if shapes or missing or unexpected:
-        raise ValueError(
-            f"{source}: its weights do not fit the configured model: shapes {shapes[:4]}, missing {missing[:6]}, "
-            f"unexpected {unexpected[:6]}"
-        )
-    model.load_state_dict(weights)
+    load_exactly(model, weights, f"{source}: its weights do not fit the configured model", "this model")
 
 
 def rng_state() -> dict:

@@ -29,3 +29,15 @@ def run_layer(layer: nn.Module, recompute: bool, *args, **kwargs):
     if recompute and layer.training and torch.is_grad_enabled():
         return checkpoint(layer, *args, use_reentrant=False, **kwargs)
     return layer(*args, **kwargs)
+
+
+def load_exactly(module: nn.Module, state: dict[str, torch.Tensor], what: str, mine: str) -> None:
+    """Load ``state`` into ``module`` if every tensor fits; else a ``ValueError`` that starts with ``what`` and names
+    the first tensors of another shape (beside ``mine``'s shape), missing or unexpected."""
+    own = module.state_dict()
+    shapes = [f"{k} {list(v.shape)} ({mine}: {list(own[k].shape)})" for k, v in state.items()
+              if k in own and v.shape != own[k].shape]  # fmt: skip
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if shapes or missing or unexpected:
+        raise ValueError(f"{what}: shapes {shapes[:4]}, missing {missing[:6]}, unexpected {unexpected[:6]}")
+    module.load_state_dict(state)

@@ -44,7 +44,7 @@ from torch import Tensor, nn
 from model.config import VisionConfig
 from model.cost import component
 from model.tpd import TextAwarePatchDetector
-from model.utils import run_layer
+from model.utils import load_exactly, run_layer
 
 
 def build_vit(cfg: VisionConfig) -> VisionTransformer:
@@ -174,16 +174,7 @@ def load_vit_checkpoint(vit: VisionTransformer, path: str | Path, cfg: VisionCon
     state = checkpoint_filter_fn(state, vit)
     if isinstance(vit.head, nn.Identity):  # classifier or projection weights of the checkpoint have no place here
         state = {k: v for k, v in state.items() if not k.startswith("head.")}
-    own = vit.state_dict()
-    shapes = [f"{k} {list(v.shape)} (the tower: {list(own[k].shape)})" for k, v in state.items() if k in own and
-              v.shape != own[k].shape]  # fmt: skip
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    if shapes or missing or unexpected:
-        raise ValueError(
-            f"VisionConfig.checkpoint {str(path)!r} does not fit the configured ViT: "
-            f"shapes {shapes[:4]}, missing {missing[:6]}, unexpected {unexpected[:6]}"
-        )
-    vit.load_state_dict(state)
+    load_exactly(vit, state, f"VisionConfig.checkpoint {str(path)!r} does not fit the configured ViT", "the tower")
 
 
 class VisionOutput(NamedTuple):
