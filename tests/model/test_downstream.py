@@ -130,19 +130,21 @@ def test_one_beam_is_greedy_decoding():
         assert row[:end] == seq[b, 1 : end + 1].tolist()
 
 
-def test_weights_from_another_image_size_resample_the_position_embeddings():
+@pytest.mark.parametrize(("before", "after", "patch"), [(32, 48, 8), (256, 384, 16)])
+def test_weights_from_another_image_size_resample_the_position_embeddings(before, after, patch):
     seed_everything(0)
-    small_model = COPA(tiny_task("retrieval"))  # 32 px, 8 px patches: a 4 x 4 grid
-    large = COPA(tiny_task("retrieval", img_size=48))  # 6 x 6
+    small_model = COPA(tiny_task("retrieval", img_size=before, patch_size=patch))
+    large = COPA(tiny_task("retrieval", img_size=after, patch_size=patch))
     state = small_model.state_dict()
     load_weights(large, state, "the 32 px model")
-    expected = resample_abs_pos_embed(state["vision.vit.pos_embed"], (6, 6), num_prefix_tokens=1)
+    grid = after // patch
+    expected = resample_abs_pos_embed(state["vision.vit.pos_embed"], (grid, grid), num_prefix_tokens=1)
     torch.testing.assert_close(large.state_dict()["vision.vit.pos_embed"], expected)
-    assert large.vision.vit.pos_embed.shape[1] == 1 + 36
+    assert large.vision.vit.pos_embed.shape[1] == 1 + grid * grid
     for key, value in large.state_dict().items():
         if key != "vision.vit.pos_embed":
             assert torch.equal(value, state[key]), key
-    other = COPA(dataclasses.replace(tiny_task("retrieval"), embed_dim=48))  # another ITC width: refused
+    other = COPA(dataclasses.replace(tiny_task("retrieval", img_size=before, patch_size=patch), embed_dim=48))
     with pytest.raises(ValueError, match=r"the 32 px model: .*itc_vision_proj"):
         load_weights(other, state, "the 32 px model")
 

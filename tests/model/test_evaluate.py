@@ -55,6 +55,22 @@ def test_retrieval_ranks_find_the_first_right_answer():
     assert mean_recall(t2i, i2t) == pytest.approx((2 / 4 + 1 + 1 + 2 / 3 + 1 + 1) / 6)
 
 
+def test_recall_with_five_captions_per_image_matches_a_hand_count():
+    # 2 images, 5 captions each (captions 0-4 of image 0, 5-9 of image 1), as in the COCO and Flickr test protocol
+    owner = np.repeat([0, 1], 5)
+    sim_CI = np.zeros((10, 2))
+    sim_CI[:, 0] = [0.9, 0.2, 0.8, 0.1, 0.7, 0.6, 0.3, 0.5, 0.95, 0.1]
+    sim_CI[:, 1] = [0.1, 0.3, 0.2, 0.4, 0.1, 0.2, 0.9, 0.1, 0.2, 0.3]
+    t2i, i2t = retrieval_ranks(sim_CI, owner)
+    # text->image: each caption's own image first? 0: .9>.1 yes; 1: .2<.3 no; 2 yes; 3 no; 4 yes;
+    # 5: .6>.2 image 0 first, own image 1 second; 6 yes; 7: .5>.1 no; 8: no; 9: .1<.3 yes
+    assert t2i.tolist() == [0, 1, 0, 1, 0, 1, 0, 1, 1, 0]
+    # image->text: image 0's best caption is 8 (0.95, image 1's), then 0 (its own): rank 1; image 1's best is 6: rank 0
+    assert i2t.tolist() == [1, 0]
+    assert recall_at(t2i) == {"R@1": 0.5, "R@5": 1.0, "R@10": 1.0}
+    assert recall_at(i2t) == {"R@1": 0.5, "R@5": 1.0, "R@10": 1.0}
+
+
 class _FixedDetector:
     """Stands in for COPA in ``detector_scores``: keeps the patches listed per caption, whatever the image."""
 
