@@ -77,7 +77,7 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=float, help="passes over the training shards when --steps is not given (1)")
     p.add_argument("--batch-size", type=int, help="samples per micro-batch per process (32)")
     p.add_argument("--accum", type=int, help="micro-batches per optimizer step (1)")
-    p.add_argument("--lr", type=float, help="peak learning rate (3e-4)")
+    p.add_argument("--lr", type=float, help="peak learning rate (train 3e-4, finetune 1e-5)")
     p.add_argument("--warmup-steps", type=int, help="linear warmup steps (100)")
     p.add_argument("--weight-decay", type=float, help="AdamW weight decay (0.02)")
     p.add_argument("--clip-grad", type=float, help="max gradient norm, 0 off (1.0)")
@@ -85,7 +85,10 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="loader worker processes per process (2)")
     p.add_argument("--augment", action="store_true", default=None, help="random resized crop + flip, labels moved")
     p.add_argument("--resampled", action="store_true", default=None, help="draw shards with replacement (multi-node)")
-    p.add_argument("--tokenizer", help="local tokenizer folder (tokenizer.json or BERT vocab.txt); default: build one")
+    p.add_argument(
+        "--tokenizer",
+        help="local tokenizer folder (tokenizer.json or BERT vocab.txt); default: build one (finetune: the model's)",
+    )
     p.add_argument("--seed", type=int, help="random seed (0)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="device (auto: CUDA when available)")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], help="auto: bf16 autocast on CUDA, fp32 on CPU")
