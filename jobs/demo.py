@@ -13,9 +13,10 @@
 ``copa demo --downstream`` goes on from pretraining to the downstream tasks (``--out demo_downstream`` by default):
 the same steps 1-4 with a Karpathy-format set of other pictures beside the corpus (``--karpathy``; or ``--from RUN``
 to start from a run already trained, e.g. ``demo_out/run``), its train and test splits packed, zero-shot retrieval
-and captioning on the test split, fine-tuning for each task at a higher resolution than pretraining
-(``--finetune-size``), the fine-tuned models evaluated at keep ratios 1.0 / 0.7 / 0.5 / 0.3, and
-``downstream.md`` with zero-shot beside fine-tuned figures and the speed tables.
+and captioning on the test split, fine-tuning for each task (at the pretraining resolution, or ``--finetune-size``:
+a few hundred CPU steps do not adapt resampled position embeddings, see docs/downstream.md), the fine-tuned models
+evaluated at keep ratios 1.0 / 0.7 / 0.5 / 0.3, and ``downstream.md`` with zero-shot beside fine-tuned figures and
+the speed tables.
 
 The corpus leans on annotated images (COCO- and VG-style, 60% by default, against about 5% in the real 4M mix) so
 that a few minutes of CPU training show the detector learning; ``--coco-fraction``/``--vg-fraction`` change it.
@@ -51,8 +52,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="--downstream: start from this pretrained run instead of pretraining")  # fmt: skip
     p.add_argument("--karpathy", type=int, default=500,
                    help="--downstream: pictures of the Karpathy set, 3/5 train, 1/5 test (default: 500)")  # fmt: skip
-    p.add_argument("--finetune-size", type=int, default=192,
-                   help="--downstream: fine-tuning resolution in pixels (default: 192, 1.5x pretraining)")  # fmt: skip
+    p.add_argument("--finetune-size", type=int,
+                   help="--downstream: fine-tuning resolution in pixels (default: the pretrained model's)")  # fmt: skip
     p.add_argument("--retrieval-steps", type=int, default=150, help="--downstream: fine-tuning steps (default: 150)")
     p.add_argument("--caption-steps", type=int, default=300, help="--downstream: fine-tuning steps (default: 300)")
     p.add_argument("--itm-rerank", type=int, default=16,
@@ -133,7 +134,8 @@ def downstream_steps(args: argparse.Namespace, out: Path, run: Path, vision) -> 
             ]),
         ]  # fmt: skip
     test = ["--shards", out / "karpathy_test", "--max-images", args.karpathy]
-    tuned = ["--data", out / "karpathy_train", "--image-size", args.finetune_size, "--batch-size", args.batch_size,
+    size = ["--image-size", args.finetune_size] if args.finetune_size else []
+    tuned = ["--data", out / "karpathy_train", *size, "--batch-size", args.batch_size,
              "--workers", "1", "--seed", args.seed, "--log-every", "25", "--overwrite", "--quiet"]  # fmt: skip
     settings = {  # task: (learning rate, steps, fine-tuning flags, evaluation flags)
         "retrieval": ("1e-4", args.retrieval_steps, [], ["--itm-rerank", args.itm_rerank]),
@@ -144,7 +146,7 @@ def downstream_steps(args: argparse.Namespace, out: Path, run: Path, vision) -> 
         steps += [
             (f"{task}: zero-shot", zero_shot, evaluate.main, ["--task", task, "--checkpoint", run, *test, *measure,
              "--keep-ratios", vision.keep_ratios[0], "--out", zero_shot]),
-            (f"{task}: fine-tune at {args.finetune_size} px", finetuned, finetune.main,
+            (f"{task}: fine-tune" + (f" at {args.finetune_size} px" if size else ""), finetuned, finetune.main,
              ["--task", task, "--from", run, *tuned, "--out", finetuned, "--steps", count, "--lr", lr,
               "--ckpt-every", count, *tune]),
             (f"{task}: evaluate at keep 1.0 / 0.7 / 0.5 / 0.3", finetuned / "eval", evaluate.main,
