@@ -14,7 +14,8 @@ from manifests.inspect import format_summary, summarize
 matplotlib.use("Agg")  # files only; never a window
 import matplotlib.pyplot as plt
 
-CURVES = ("loss", "loss_itc", "loss_itm", "loss_mlm", "loss_prefixlm", "loss_pta", "loss_caption", "itm_acc", "lr")
+PRETRAINING = ("loss", "loss_itc", "loss_itm", "loss_mlm", "loss_prefixlm", "loss_pta", "itm_acc")  # the metrics
+CURVES = (*PRETRAINING[:-1], "loss_caption", "itm_acc", "lr")  # every metric plotted when a run logs it
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -114,7 +115,7 @@ def demo_report(out: Path, seconds: dict[str, float]) -> tuple[Path, list[str]]:
               "", "![loss curves](run/loss_curves.png)", ""]  # fmt: skip
     lines += _table(
         ["step", "loss", "ITC", "ITM", "MLM", "PrefixLM", "PTA", "ITM acc"],
-        [[m["step"], *(f"{m[k]:.3f}" for k in CURVES[:-1])] for m in (first, metrics[len(metrics) // 2], last)],
+        [[m["step"], *(f"{m[k]:.3f}" for k in PRETRAINING)] for m in (first, metrics[len(metrics) // 2], last)],
     )
     lines += ["", "## Evaluation on the held-out shard", "",
               "Precision and recall of the patches the text-aware detector keeps, against the PTA labels "
