@@ -167,6 +167,16 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> to
     return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, fused=device.type in ("cpu", "cuda"))
 
 
+def wrap_ddp(model: COPA, device_ids: list[int] | None = None) -> DistributedDataParallel:
+    """``model`` in DDP. No buffer broadcast: the only buffers that change are the momentum queues, which every rank
+    fills with the same gathered features (model/momentum.py); at ``base`` broadcasting them would send 128 MiB
+    from rank 0 every step. A loss of weight 0 is not computed, so the parameters only it uses get no gradient
+    (fine-tuning tasks): DDP must then look for them, or it would leave their bucket's gradients un-averaged."""
+    lc = model.cfg.loss
+    unused = not all(getattr(lc, w) for w in ("w_itc", "w_itm", "w_mlm", "w_prefixlm", "w_pta"))
+    return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False, find_unused_parameters=unused)
+
+
 @dataclass
 class Distributed:
     rank: int = 0
@@ -288,18 +298,7 @@ class Trainer:
         self.ddp = None
         if self.dist.world_size > 1:
             cuda = self.dist.device.type == "cuda"
-            # No buffer broadcast: the only buffers that change are the momentum queues, which every rank fills
-            # with the same gathered features (model/momentum.py); at ``base`` broadcasting them would send
-            # 128 MiB from rank 0 every step.
-            # A loss of weight 0 is not computed, so the heads only it uses get no gradient (fine-tuning tasks).
-            lc = self.model_cfg.loss
-            unused = not all(getattr(lc, w) for w in ("w_itc", "w_itm", "w_mlm", "w_prefixlm", "w_pta"))
-            self.ddp = DistributedDataParallel(
-                self.model,
-                device_ids=[self.dist.local_rank] if cuda else None,
-                broadcast_buffers=False,
-                find_unused_parameters=unused,
-            )
+            self.ddp = wrap_ddp(self.model, [self.dist.local_rank] if cuda else None)
 
     # ---- set-up ---------------------------------------------------------------------------------------------
 

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
 
 from model.config import COPAConfig, LossConfig
 from model.copa import COPA
 from model.presets import tiny
+from model.trainer import wrap_ddp
 from model.utils import seed_everything
 from tests.model.conftest import synthetic_batch
 
@@ -65,7 +65,7 @@ def one_step(case: str, rank: int) -> dict:
     cfg = case_config(case)
     seed_everything(0)  # the same initial weights and queue on both ranks (and in the test's reference)
     model = COPA(cfg)
-    ddp = DistributedDataParallel(model, broadcast_buffers=False)
+    ddp = wrap_ddp(model)  # as the trainer wraps it
     out = ddp(rank_batch(cfg, rank))
     out["loss"].backward()
     return {"out": {k: v.detach() for k, v in out.items()}, "grads": gradients(model)}
@@ -75,7 +75,7 @@ def queue_steps(rank: int) -> dict:
     cfg = case_config("queue")
     seed_everything(0)
     model = COPA(cfg)
-    ddp = DistributedDataParallel(model, broadcast_buffers=False)
+    ddp = wrap_ddp(model)  # as the trainer wraps it
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     seed_everything(100 + rank)  # the ranks draw different masks and negatives, as in training
     for step in range(3):
