@@ -164,8 +164,10 @@ def task_report(result: dict) -> str:
 
 
 def _recalls(figures: dict, sep: str = " ") -> str:
-    return sep.join(f"{v:.3f}" for v in figures.values()) if sep != " " else " ".join(
-        f"{k} {v:.3f}" for k, v in figures.items())  # fmt: skip
+    """R@1/5/10 as "R@1 0.1 R@5 0.3 R@10 0.4" (``sep`` " ") or as bare figures joined by ``sep`` (table cells)."""
+    if sep == " ":
+        return " ".join(f"{k} {v:.3f}" for k, v in figures.items())
+    return sep.join(f"{v:.3f}" for v in figures.values())
 
 
 def run_task(args: argparse.Namespace, state: dict, urls: list[str], out: Path, keep_ratios: tuple) -> int:

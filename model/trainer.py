@@ -250,7 +250,7 @@ class Trainer:
         # a fine-tuning run starts from another model's weights and tokenizer; resumed, its own checkpoint has both
         start = load_checkpoint(cfg.init_from) if cfg.init_from and self.state is None else None
         self.tokenizer = self._tokenizer(model_cfg.text.max_len, start)
-        self.prompt_ids = self.tokenizer.prompt(cfg.prompt)
+        self.prompt_ids = self.tokenizer.prompt(cfg.prompt).to(self.dist.device)  # [1, P], every batch's
         text = dataclasses.replace(model_cfg.text, vocab_size=self.tokenizer.vocab_size, **self.tokenizer.special_ids())
         self.model_cfg = dataclasses.replace(model_cfg, text=text)
         self._check_resume()
@@ -393,7 +393,7 @@ class Trainer:
     def forward_backward(self, batch: dict, sync: bool) -> dict[str, torch.Tensor]:
         device = self.dist.device
         inputs = {k: v.to(device, non_blocking=True) for k, v in batch.items() if isinstance(v, torch.Tensor)}
-        inputs["prompt_ids"] = self.prompt_ids.to(device)
+        inputs["prompt_ids"] = self.prompt_ids
         model = self.ddp or self.model
         with (
             torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16),
