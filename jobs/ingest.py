@@ -14,12 +14,17 @@ written next to the output as ``<out>.ingest.json``.
 shard), locally or on the cluster of ``RAY_ADDRESS`` (``ray job submit``); the driver takes their results in order,
 claims img2dataset keys across a folder's shards, reads COCO and VG itself and writes the same manifest as on any
 other number of workers.
+
+Sources whose reader also gives an answers table (VQA: ``readers.vqa.ANSWERS_SCHEMA``) have it written, all such
+sources in one table, to ``<out>.answers.parquet``; ``copa pack`` copies it into the dataset. A rerun without such
+sources removes the file an earlier run left.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -28,12 +33,13 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from jobs.cli import job_errors
 from manifests.schema import STATUS_OK
 from pipeline.geometry import DROP_REASONS
-from pipeline.readers import img2dataset, read_source, read_source_columns
+from pipeline.readers import img2dataset, read_source, read_source_columns, reader
 from pipeline.readers.coco import UNKNOWN_CATEGORY
 from pipeline.rows import SOURCE_SCHEMA, SourceRow, SourceTableWriter
 from pipeline.sources import SourceSpec, load_sources
@@ -173,7 +179,8 @@ def ingest(
 
 # --- on Ray Data -----------------------------------------------------------------------------------------------------
 
-LOCAL_FORMATS = ("coco", "vg")  # read by the driver: small, and VG merges into COCO there
+# Read by the driver: small, VG merges into COCO there, and the VQA readers are read again for their answers.
+LOCAL_FORMATS = ("coco", "vg", "vqa", "vqa_json", "refexp")
 
 
 def ray_parts(specs: list[SourceSpec]) -> list[dict]:
@@ -257,6 +264,21 @@ def ingest_on_ray(specs: list[SourceSpec], out: str, workers: int | None, progre
             ray.shutdown()
 
 
+def write_answers(specs: list[SourceSpec], out: str) -> tuple[str, int | None]:
+    """Write the answers tables of the sources whose reader has one to ``<out>.answers.parquet`` (zstd), in config
+    order; returns the path and its rows, or None rows (and an earlier run's file removed) when no source has
+    answers. The readers parse their files again: the rows went to the manifest without their answers."""
+    path = f"{out}.answers.parquet"
+    tables = [reader(spec).answers_table(spec) for spec in specs if hasattr(reader(spec), "answers_table")]
+    if not tables:
+        if os.path.exists(path):
+            os.remove(path)
+        return path, None
+    table = pa.concat_tables(tables)
+    pq.write_table(table, path, compression="zstd")
+    return path, table.num_rows
+
+
 def format_summary(summaries: dict[str, SourceSummary]) -> str:
     header = f"{'source':<10} {'images':>9} {'ok':>9} {'merged':>7} {'captions':>10} {'grounded':>9} {'boxes':>9}"
     lines = [header, "-" * len(header)]
@@ -284,10 +306,13 @@ def main(argv: list[str] | None = None) -> int:
         summaries = ingest_on_ray(specs, args.out, args.workers, progress)
     else:
         summaries = ingest(specs, args.out, progress)
+    answers_path, num_answers = write_answers(specs, args.out)
     seconds = time.perf_counter() - start
     print(format_summary(summaries))
     total = sum(s.images for s in summaries.values())
     print(f"{total} images from {len(specs)} sources -> {args.out} in {seconds:.1f}s")
+    if num_answers is not None:
+        print(f"{num_answers} questions with their answers -> {answers_path}")
     record = {
         "config": args.config,
         "sources": [vars(s) | {"files": dict(s.files)} for s in specs],
@@ -296,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, s in summaries.items()
         },
         "seconds": round(seconds, 3),
+        "answers": None if num_answers is None else {"path": answers_path, "questions": num_answers},
     }
     with open(f"{args.out}.ingest.json", "w", encoding="utf-8") as f:
         json.dump(record, f, indent=1, sort_keys=True)

@@ -16,7 +16,8 @@ Reads top to bottom: config -> plan -> read -> assign shards -> group -> pack ea
   the source manifest's checksum; a rerun with anything else refuses to mix into the folder unless ``--overwrite``
   (which deletes the old shards first).
 - **Finalize**: ``dataset.json`` (config, geometry, totals per source) and ``sizes.json`` from every shard's stats and
-  manifest, and a summary on the console.
+  manifest, and a summary on the console. The answers table ``copa ingest`` wrote beside the source manifest
+  (``<source>.answers.parquet``, VQA sources) is copied to ``answers.parquet`` in the output.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import yaml
 from tqdm import tqdm
 
@@ -54,6 +56,7 @@ from pipeline.fetch import filesystem
 from pipeline.pack import PackConfig, ShardPacker, ShardPlan, key_hashes, plan_shards, shard_index
 from pipeline.rows import open_source_table
 
+ANSWERS_FILE = "answers.parquet"  # the VQA answers of the packed questions, keyed by (key, caption index)
 PACK_RECORD = "pack_config.json"  # what an output folder was packed from, checked before resuming into it
 # A shard task whose worker dies (node lost, out of memory) is retried this often, then the job fails rather than
 # retrying forever (Ray Data's default) on a shard that kills every worker it lands on.
@@ -332,6 +335,21 @@ def finalize(
     return info, stats
 
 
+def copy_answers(source: str, fs: pafs.FileSystem, root: str) -> int | None:
+    """Copy ``<source>.answers.parquet`` to ``<root>/answers.parquet``; returns its rows, or None where the source has
+    no answers (a copy left by an earlier pack is then removed). The table is small: one row per question."""
+    source_fs, path = filesystem(f"{source}.answers.parquet")
+    target = f"{root}/{ANSWERS_FILE}"
+    if source_fs.get_file_info(path).type != pafs.FileType.File:
+        if fs.get_file_info(target).type == pafs.FileType.File:
+            fs.delete_file(target)
+        return None
+    with source_fs.open_input_stream(path) as f:
+        data = f.read()
+    atomic_write(target, data, fs)
+    return pq.ParquetFile(pa.BufferReader(data)).metadata.num_rows
+
+
 def _libraries(stats: list[ShardStats]) -> dict[str, str | list[str]]:
     """The workers' library versions: one per library, or the sorted list where shards were written with several."""
     seen: dict[str, set[str]] = {}
@@ -390,7 +408,10 @@ def main(argv: list[str] | None = None) -> int:
         (run_local if args.engine == "local" else run_ray)(args, config, plan, todo, args.out)
         remove_temporaries(fs, root)  # a retried shard's first attempt may have left one
     info, stats = finalize(fs, root, config, plan.num_shards)
+    num_answers = copy_answers(args.source, fs, root)
     print(format_summary(info, stats))
+    if num_answers is not None:
+        print(f"{ANSWERS_FILE}: the answers of {num_answers} questions")
     print(f"packed in {time.perf_counter() - start:.1f}s; {DATASET_FILE} and {SIZES_FILE} written")
     return 0
 

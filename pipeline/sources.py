@@ -10,10 +10,20 @@ sources:
   - {name: grit, format: xvlm, annotations: grit/train.jsonl, images: grit/images}
   - {name: sbu, format: img2dataset, images: sbu_shards}
   - {name: coco_test, format: karpathy, annotations: karpathy/dataset_coco.json, splits: [test], images: coco}
+  - {name: vqa_val, format: vqa, questions: vqa/v2_OpenEnded_mscoco_val2014_questions.json,
+     annotations: vqa/v2_mscoco_val2014_annotations.json, images: coco/val2014}
+  - {name: vqa_test, format: vqa_json, annotations: albef/vqa_test.json, images: coco}
+  - {name: refcoco_val, format: refexp, annotations: mdetr/finetune_refcoco_val.json, images: coco/train2014}
 ```
 
 A ``karpathy`` source reads the images of the listed ``splits`` (``train``, ``restval``, ``val``, ``test``; all when
 left out) of a Karpathy split file: one source entry, and one ingest, per split to keep them apart.
+
+``vqa`` reads the official VQA v2 questions file and, where the split has one, its annotations file; ``vqa_json``
+the ALBEF/BLIP list form of the same questions (also their Visual Genome QA list); both give one row per picture
+with its questions as captions, and ``copa ingest`` writes their answers beside the manifest. ``refexp`` reads
+MDETR's RefCOCO/RefCOCO+/RefCOCOg JSON files (one row per picture, its referring expressions as captions, each
+relevant to its referent's box).
 
 Relative paths are resolved against the folder of the YAML file; URIs (``s3://...``) are kept as they are. The
 source ``name`` becomes the key prefix (``coco-000000391895``), so it must be a valid key source. Errors name the
@@ -38,6 +48,9 @@ FORMATS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "xvlm": (("annotations",), ()),
     "img2dataset": ((), ()),
     "karpathy": (("annotations",), ()),
+    "vqa": (("questions",), ("annotations",)),
+    "vqa_json": (("annotations",), ()),
+    "refexp": (("annotations",), ()),
 }
 KARPATHY_SPLITS = ("train", "restval", "val", "test")
 
