@@ -1,6 +1,6 @@
 """`copa synth`: write a small synthetic pretraining corpus in the real COCO, VG and ALBEF/BLIP json formats.
 
-    python -m jobs.synth --out data/synth --images 1000 --seed 0 [--faults]
+    python -m jobs.synth --out data/synth --images 1000 --seed 0 [--faults] [--karpathy N] [--vqa N] [--refexp N]
 
 The corpus, its layout and its ground truth are described in `pipeline.synth`. Prints one line per part.
 """
@@ -46,6 +46,24 @@ def _parser() -> argparse.ArgumentParser:
         "1/5 val, 1/5 test, five captions each, a sources_<split>.yaml per split); at least 5 (default 0: none)",
     )
     parser.add_argument(
+        "--vqa",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also write a VQA v2 set of N other pictures (vqa/: 4/5 train, 1/5 val; official question and annotation "
+        "files, the same questions as ALBEF's vqa_<split>.json, sources_<split>.yaml and sources_json_<split>.yaml); "
+        "at least 5 (default 0: none)",
+    )
+    parser.add_argument(
+        "--refexp",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also write a RefCOCO+-style grounding set of N other pictures (refexp/: MDETR's "
+        "finetune_refcoco+_<split>.json, 3/5 train, 2/15 each val, testA (people), testB (other things); a "
+        "sources_<split>.yaml per split); at least 15 (default 0: none)",
+    )
+    parser.add_argument(
         "--faults",
         action="store_true",
         help="also write deliberately bad items (broken files, bad boxes, bad captions) listed in faults.json",
@@ -63,6 +81,10 @@ def _summary(report: SynthReport) -> str:
     lines.append(f"wrote {report.out} in {report.seconds:.2f} s{faults}; sources in {report.out / 'sources.yaml'}")
     if any(p.name == "karpathy" for p in report.parts):
         lines.append(f"downstream set: {report.out / 'karpathy'}/sources_{{train,val,test}}.yaml, one per split")
+    if any(p.name == "vqa" for p in report.parts):
+        lines.append(f"VQA set: {report.out / 'vqa'}/sources_{{train,val}}.yaml (ALBEF form: sources_json_*.yaml)")
+    if any(p.name == "refexp" for p in report.parts):
+        lines.append(f"refexp set: {report.out / 'refexp'}/sources_{{train,val,testA,testB}}.yaml")
     return "\n".join(lines)
 
 
@@ -78,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             coco_fraction=args.coco_fraction,
             vg_fraction=args.vg_fraction,
             karpathy_images=args.karpathy,
+            vqa_images=args.vqa,
+            refexp_images=args.refexp,
         )
     except ValueError as error:  # a bad setting: say which, without a traceback
         _parser().error(str(error))

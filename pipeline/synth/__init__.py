@@ -13,11 +13,13 @@ section 2), so tests, the demo and benchmarks need no downloads:
     out/karpathy/dataset_synth.json, out/karpathy/images/<6-digit>.jpg, out/karpathy/sources_{train,val,test}.yaml
                                           only with karpathy_images: a downstream set in Karpathy's split format,
                                           pictures of its own, 3/5 train, 1/5 val, 1/5 test
+    out/vqa/..., out/refexp/...           only with vqa_images / refexp_images: downstream VQA v2 and RefCOCO+
+                                          (MDETR json) sets of pictures of their own (see pipeline.synth.tasks)
 
 Pictures are glyphs of 12 COCO categories on varied backgrounds (pipeline.synth.draw) with exact boxes; texts
-name some of the objects (pipeline.synth.text); pipeline.synth.formats writes the files and pipeline.synth.faults
-the bad items; pipeline.synth.config holds the config and the plan of counts and ids, pipeline.synth.corpus
-`generate`.
+name some of the objects (pipeline.synth.text); pipeline.synth.formats writes the files, pipeline.synth.tasks the
+VQA and refexp sets and pipeline.synth.faults the bad items; pipeline.synth.config holds the config and the plan
+of counts and ids, pipeline.synth.corpus `generate`.
 
 `num_images` counts image records over all parts: about 2.5% are COCO, 2.5% VG (at least 3 each; half of VG are
 copies of COCO pictures with `coco_id` set, as in real VG), the rest web images without boxes. Each picture and

@@ -29,6 +29,8 @@ class SynthConfig:
     max_regions_per_vg_image: int = 30  # region descriptions per VG image, upper bound
     jpeg_quality: int = 90  # fixed, so the bytes are reproducible
     karpathy_images: int = 0  # pictures of a downstream set in Karpathy's format (3/5 train, 1/5 val, 1/5 test)
+    vqa_images: int = 0  # pictures of a synthetic VQA v2 set (4/5 train, 1/5 val)
+    refexp_images: int = 0  # pictures of a synthetic RefCOCO+ set (3/5 train, 2/15 each val, testA, testB)
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -45,6 +47,8 @@ class SynthConfig:
             "max_regions_per_vg_image": self.max_regions_per_vg_image >= self.min_regions_per_vg_image,
             "jpeg_quality": 1 <= self.jpeg_quality <= 95,
             "karpathy_images": self.karpathy_images == 0 or self.karpathy_images >= 5,
+            "vqa_images": self.vqa_images == 0 or self.vqa_images >= 5,  # a picture in each split
+            "refexp_images": self.refexp_images == 0 or self.refexp_images >= 15,  # two pictures in each split
         }
         for name, ok in checks.items():
             if not ok:
@@ -85,8 +89,8 @@ class CorpusPlan:
         num_coco, num_vg, num_web, overlap = cls.counts(cfg)
         num_cc3m = (num_web * 3 + 4) // 5
         # COCO and VG ids are sparse like the real ones, and from disjoint ranges so they cannot be confused.
-        coco_ids = _sparse_ids(cfg.seed, 0, num_coco, 1, max(600_000, 4 * num_coco))
-        vg_ids = _sparse_ids(cfg.seed, 1, num_vg, 1_000_000, 1_000_000 + max(1_400_000, 4 * num_vg))
+        coco_ids = sparse_ids(cfg.seed, 0, num_coco, 1, max(600_000, 4 * num_coco))
+        vg_ids = sparse_ids(cfg.seed, 1, num_vg, 1_000_000, 1_000_000 + max(1_400_000, 4 * num_vg))
         return cls(num_coco, num_vg, overlap, num_cc3m, num_web - num_cc3m, coco_ids, vg_ids)
 
     def vg_picture(self, j: int) -> int:
@@ -96,6 +100,7 @@ class CorpusPlan:
         return self.num_coco + self.num_vg - self.num_overlap + m
 
 
-def _sparse_ids(seed: int, stream: int, n: int, low: int, high: int) -> tuple[int, ...]:
+def sparse_ids(seed: int, stream: int, n: int, low: int, high: int) -> tuple[int, ...]:
+    """`n` distinct sorted ids from [low, high), drawn from id stream `stream` (0 COCO, 1 VG, 2 VQA, 3 refexp)."""
     rng = np.random.default_rng([seed, _IDS + stream])
     return tuple(sorted(int(i) for i in rng.choice(high - low, size=n, replace=False) + low))

@@ -25,12 +25,15 @@ from pipeline.synth.formats import (
     write_sources,
     write_vg,
 )
+from pipeline.synth.tasks import write_refexp, write_vqa
 
 _OWN_ENTRIES = {
     "coco",
     "vg",
     "web",
     "karpathy",
+    "vqa",
+    "refexp",
     "sources.yaml",
     "synth_truth.json",
     "synth_config.json",
@@ -43,10 +46,10 @@ _OWN_ENTRIES = {
 class PartReport:
     """What one part of the corpus got."""
 
-    name: str  # coco, vg, cc3m or sbu
+    name: str  # coco, vg, cc3m, sbu, karpathy, vqa or refexp
     num_images: int  # image records
-    num_captions: int  # captions (VG: region descriptions)
-    num_boxes: int  # COCO instance annotations / VG objects; 0 for web
+    num_captions: int  # captions (VG: region descriptions, VQA: questions, refexp: expressions)
+    num_boxes: int  # COCO instance annotations / VG objects / refexp referent boxes; 0 for web
     num_files: int  # files written, images and annotation files
     seconds: float  # wall time spent on this part
 
@@ -145,6 +148,14 @@ def generate(cfg: SynthConfig, progress: bool = False) -> SynthReport:
         with timer("karpathy"):
             karpathy_captions = write_karpathy(cfg, bar.update)
         bar.close()
+    tasks = {"vqa": (cfg.vqa_images, write_vqa), "refexp": (cfg.refexp_images, write_refexp)}
+    written = {}
+    for name, (count, write) in tasks.items():
+        if count:
+            bar = _progress(count, progress)
+            with timer(name):
+                written[name] = write(cfg, bar.update)
+            bar.close()
     dump(cfg.out / "synth_truth.json", {"seed": cfg.seed, "coco_captions": coco.truth, "vg_regions": vg.truth})
 
     parts = [
@@ -159,6 +170,9 @@ def generate(cfg: SynthConfig, progress: bool = False) -> SynthReport:
     if cfg.karpathy_images:
         n = cfg.karpathy_images
         parts.append(PartReport("karpathy", n, karpathy_captions, 0, n + 2, timer.seconds["karpathy"]))
+    for name, (num_texts, num_files) in written.items():
+        num_boxes = num_texts if name == "refexp" else 0  # one box per expression
+        parts.append(PartReport(name, tasks[name][0], num_texts, num_boxes, num_files, timer.seconds[name]))
     return SynthReport(cfg.out, tuple(parts), len(faults), time.perf_counter() - start)
 
 

@@ -260,7 +260,8 @@ def glyph_object(category: str, colour: str, x: int, y: int, w: int, h: int, gro
     return SceneObject(category, colour, box, mask[r0:r1, c0:c1], cropped, group)
 
 
-def _overlap_ok(box: Box, others: list[Box]) -> bool:
+def overlap_ok(box: Box, others: list[Box]) -> bool:
+    """Whether `box` may go next to `others`: it covers at most MAX_OVERLAP of the smaller box of each pair."""
     x, y, w, h = box
     for ox, oy, ow, oh in others:
         iw = min(x + w, ox + ow) - max(x, ox)
@@ -270,7 +271,7 @@ def _overlap_ok(box: Box, others: list[Box]) -> bool:
     return True
 
 
-def _box_size(rng: np.random.Generator, category: str, lo: float, hi: float) -> tuple[int, int]:
+def box_size(rng: np.random.Generator, category: str, lo: float, hi: float) -> tuple[int, int]:
     """Width and height for a glyph whose long side is log-uniform in [lo, hi]."""
     glyph = GLYPHS[category]
     long_side = math.exp(rng.uniform(math.log(max(lo, glyph.min_side)), math.log(max(hi, glyph.min_side))))
@@ -283,11 +284,11 @@ def _single(rng: np.random.Generator, width: int, height: int, taken: list[Box])
     category = DRAWN_CATEGORIES[rng.integers(len(DRAWN_CATEGORIES))]
     colour = list(PALETTE)[rng.integers(len(PALETTE))]
     side = min(width, height)
-    w, h = _box_size(rng, category, 0.1 * side, 0.6 * side)
+    w, h = box_size(rng, category, 0.1 * side, 0.6 * side)
     w, h = min(w, width), min(h, height)
     for _ in range(12):  # a few placement tries; a crowded picture just gets fewer objects
         x, y = int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1))
-        if _overlap_ok((x, y, w, h), taken):
+        if overlap_ok((x, y, w, h), taken):
             obj = glyph_object(category, colour, x, y, w, h)
             return [obj] if obj is not None else []
     return []
@@ -298,12 +299,12 @@ def _crowd(rng: np.random.Generator, width: int, height: int, taken: list[Box], 
     category = CROWD_CATEGORIES[rng.integers(len(CROWD_CATEGORIES))]
     colour = list(PALETTE)[rng.integers(len(PALETTE))]
     side = min(width, height)
-    sizes = [_box_size(rng, category, 0.07 * side, 0.13 * side) for _ in range(int(rng.integers(3, 7)))]
+    sizes = [box_size(rng, category, 0.07 * side, 0.13 * side) for _ in range(int(rng.integers(3, 7)))]
     span_w = min(width, int(sum(w for w, _ in sizes) * 0.8))
     span_h = min(height, int(max(h for _, h in sizes) * 2.2))
     for _ in range(12):
         cx, cy = int(rng.integers(0, width - span_w + 1)), int(rng.integers(0, height - span_h + 1))
-        if not _overlap_ok((cx, cy, span_w, span_h), taken):
+        if not overlap_ok((cx, cy, span_w, span_h), taken):
             continue
         members = []
         for w, h in sizes:
@@ -317,7 +318,8 @@ def _crowd(rng: np.random.Generator, width: int, height: int, taken: list[Box], 
     return []
 
 
-def _sample_background(rng: np.random.Generator) -> Background:
+def sample_background(rng: np.random.Generator) -> Background:
+    """A random background: kind, two distinct colours, direction, stripe period and noise seed."""
     a, b = rng.choice(len(BACKGROUND_COLOURS), size=2, replace=False)
     return Background(
         kind=BACKGROUND_KINDS[rng.integers(len(BACKGROUND_KINDS))],
@@ -337,7 +339,7 @@ def make_scene(
     crowd_probability: float = 0.15,
 ) -> Scene:
     """Sample a background and 1..max_objects objects (one of which may be a crowd group)."""
-    background = _sample_background(rng)
+    background = sample_background(rng)
     objects: list[SceneObject] = []
     taken: list[Box] = []
     num_slots = int(rng.integers(1, max_objects + 1))
