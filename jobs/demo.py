@@ -16,7 +16,10 @@ to start from a run already trained, e.g. ``demo_out/run``), its train and test 
 and captioning on the test split, fine-tuning for each task (at the pretraining resolution, or ``--finetune-size``:
 a few hundred CPU steps do not adapt resampled position embeddings, see docs/downstream.md), the fine-tuned models
 evaluated at keep ratios 1.0 / 0.7 / 0.5 / 0.3, and ``downstream.md`` with zero-shot beside fine-tuned figures and
-the speed tables.
+the speed tables. VQA and grounding go the same way on synthetic VQA v2 and RefCOCO+ sets (``--vqa``,
+``--refexp``): packed per split, fine-tuned, and measured at each keep ratio and at two detect layers, beside the
+majority answer per answer type and the best fixed box (no zero-shot: their heads start untrained). ``--tasks``
+picks the tasks.
 
 The corpus leans on annotated images (COCO- and VG-style, 60% by default, against about 5% in the real 4M mix) so
 that a few minutes of CPU training show the detector learning; ``--coco-fraction``/``--vg-fraction`` change it.
@@ -34,6 +37,8 @@ from jobs import inspect as inspect_job
 from jobs.cli import job_errors
 from jobs.report import demo_report, downstream_report
 from model.presets import small
+
+DOWNSTREAM_TASKS = ("retrieval", "caption", "vqa", "grounding")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -56,6 +61,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="--downstream: fine-tuning resolution in pixels (default: the pretrained model's)")  # fmt: skip
     p.add_argument("--retrieval-steps", type=int, default=150, help="--downstream: fine-tuning steps (default: 150)")
     p.add_argument("--caption-steps", type=int, default=300, help="--downstream: fine-tuning steps (default: 300)")
+    p.add_argument("--tasks", default=",".join(DOWNSTREAM_TASKS),
+                   help="--downstream: the tasks, comma-separated (default: %(default)s)")  # fmt: skip
+    p.add_argument("--vqa", type=int, default=500,
+                   help="--downstream: pictures of the VQA set, 4/5 train, 1/5 val (default: %(default)s)")  # fmt: skip
+    p.add_argument("--refexp", type=int, default=500, help="--downstream: pictures of the grounding set, 3/5 train, "
+                   "1/5 each val, testA, testB (default: %(default)s)")  # fmt: skip
+    p.add_argument("--vqa-steps", type=int, default=400, help="--downstream: fine-tuning steps (default: 400)")
+    p.add_argument("--grounding-steps", type=int, default=400, help="--downstream: fine-tuning steps (default: 400)")
     p.add_argument("--itm-rerank", type=int, default=16,
                    help="--downstream: each query's top K re-ranked by ITM (default: 16; BLIP uses 128)")  # fmt: skip
     args = p.parse_args(argv)
@@ -63,6 +76,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.out = "demo_downstream" if args.downstream else "demo_out"
     if args.init_from and not args.downstream:
         p.error("--from is a setting of --downstream")
+    args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    unknown = sorted(set(args.tasks) - set(DOWNSTREAM_TASKS))
+    if unknown or not args.tasks:
+        p.error(f"--tasks: unknown {unknown}, choose among {', '.join(DOWNSTREAM_TASKS)}")
     return args
 
 
@@ -77,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     synthetic = ["--out", corpus, "--images", args.images, "--seed", args.seed, "--faults",
                  "--coco-fraction", args.coco_fraction, "--vg-fraction", args.vg_fraction]  # fmt: skip
     if args.downstream:
-        synthetic += ["--karpathy", args.karpathy]
+        sets = {"retrieval": "--karpathy", "caption": "--karpathy", "vqa": "--vqa", "grounding": "--refexp"}
+        for flag in dict.fromkeys(sets[t] for t in args.tasks):
+            synthetic += [flag, getattr(args, flag[2:])]
     steps = [
         ("synthetic corpus", corpus, synth.main, synthetic),
         ("ingest", source, ingest.main, ["--config", corpus / "sources.yaml", "--out", source]),
@@ -120,28 +139,38 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def pack_split(out: Path, name: str, sources: Path, vision) -> list[tuple]:
+    """Ingest and pack one downstream split (``sources``, a sources yaml) into ``out/<name>``."""
+    source, shards = out / f"{name}.parquet", out / name
+    return [
+        (f"ingest {name}", source, ingest.main, ["--config", sources, "--out", source, "--quiet"]),
+        (f"pack {name}", shards, pack.main, [
+            "--source", source, "--out", shards, "--engine", "local", "--overwrite", "--samples-per-shard", 500,
+            "--image-size", vision.img_size, "--patch-size", vision.patch_size,
+        ]),
+    ]  # fmt: skip
+
+
 def downstream_steps(args: argparse.Namespace, out: Path, run: Path, vision) -> list[tuple]:
-    """Pack the Karpathy splits, evaluate ``run`` zero-shot, fine-tune it for both tasks and evaluate again."""
-    karpathy, steps = out / "corpus" / "karpathy", []
-    for split in ("train", "test"):
-        source, shards = out / f"karpathy_{split}.parquet", out / f"karpathy_{split}"
-        steps += [
-            (f"ingest the Karpathy {split} split", source, ingest.main,
-             ["--config", karpathy / f"sources_{split}.yaml", "--out", source, "--quiet"]),
-            (f"pack the Karpathy {split} split", shards, pack.main, [
-                "--source", source, "--out", shards, "--engine", "local", "--overwrite", "--samples-per-shard", 500,
-                "--image-size", vision.img_size, "--patch-size", vision.patch_size,
-            ]),
-        ]  # fmt: skip
-    test = ["--shards", out / "karpathy_test", "--max-images", args.karpathy]
+    """Pack each task's splits, evaluate ``run`` zero-shot on retrieval and captioning, fine-tune it for every task
+    and evaluate the fine-tuned models."""
     size = ["--image-size", args.finetune_size] if args.finetune_size else []
-    tuned = ["--data", out / "karpathy_train", *size, "--batch-size", args.batch_size,
-             "--workers", "1", "--seed", args.seed, "--log-every", "25", "--overwrite", "--quiet"]  # fmt: skip
+    common = [*size, "--batch-size", args.batch_size, "--workers", "1", "--seed", args.seed, "--log-every", "25",
+              "--overwrite", "--quiet"]  # fmt: skip
+    steps = []
+    if {"retrieval", "caption"} & set(args.tasks):
+        karpathy = out / "corpus" / "karpathy"
+        for split in ("train", "test"):
+            steps += pack_split(out, f"karpathy_{split}", karpathy / f"sources_{split}.yaml", vision)
+    test = ["--shards", out / "karpathy_test", "--max-images", args.karpathy]
+    tuned = ["--data", out / "karpathy_train", *common]
     settings = {  # task: (learning rate, steps, fine-tuning flags, evaluation flags)
         "retrieval": ("1e-4", args.retrieval_steps, [], ["--itm-rerank", args.itm_rerank]),
         "caption": ("2e-4", args.caption_steps, ["--warmup-steps", "20"], []),
     }
     for task, (lr, count, tune, measure) in settings.items():
+        if task not in args.tasks:
+            continue
         zero_shot, finetuned = out / f"zero_shot_{task}", out / task
         steps += [
             (f"{task}: zero-shot", zero_shot, evaluate.main, ["--task", task, "--checkpoint", run, *test, *measure,
@@ -152,6 +181,34 @@ def downstream_steps(args: argparse.Namespace, out: Path, run: Path, vision) -> 
             (f"{task}: evaluate at keep 1.0 / 0.7 / 0.5 / 0.3", finetuned / "eval", evaluate.main,
              ["--task", task, "--checkpoint", finetuned, *test, *measure]),
         ]  # fmt: skip
+    return steps + question_steps(args, out, run, vision, common)
+
+
+def question_steps(args: argparse.Namespace, out: Path, run: Path, vision, common: list) -> list[tuple]:
+    """VQA and grounding: pack the splits, fine-tune, and measure at each keep ratio and at two detect layers (the
+    model's and three blocks later)."""
+    layers = vision.detect_layers[0]
+    detect = ["--detect-layers", layers, layers + 3]
+    plans = {  # task: (set folder, training split, evaluated splits, steps)
+        "vqa": ("vqa", "train", ["val"], args.vqa_steps),
+        "grounding": ("refexp", "train", ["val", "testA", "testB"], args.grounding_steps),
+    }
+    steps = []
+    for task, (folder, train_split, test_splits, count) in plans.items():
+        if task not in args.tasks:
+            continue
+        for split in [train_split, *test_splits]:
+            steps += pack_split(out, f"{folder}_{split}", out / "corpus" / folder / f"sources_{split}.yaml", vision)
+        finetuned = out / task
+        steps.append((f"{task}: fine-tune", finetuned, finetune.main, [
+            "--task", task, "--from", run, "--data", out / f"{folder}_{train_split}", *common, "--out", finetuned,
+            "--steps", count, "--lr", "2e-4", "--warmup-steps", "20", "--ckpt-every", count,
+        ]))  # fmt: skip
+        for split in test_splits:
+            steps.append((f"{task}: evaluate on {split}", finetuned / f"eval_{split}", evaluate.main, [
+                "--task", task, "--checkpoint", finetuned, "--shards", out / f"{folder}_{split}", *detect,
+                "--out", finetuned / f"eval_{split}", "--max-images", max(args.vqa, args.refexp),
+            ]))  # fmt: skip
     return steps
 
 

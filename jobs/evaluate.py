@@ -5,11 +5,17 @@ constant caption (the set's most frequent reference).
 
     copa evaluate --checkpoint RUN [--shards DATASET_OR_PATTERN] [--out RUN/eval]
     copa evaluate --task retrieval|caption --checkpoint RUN --shards TEST_SHARDS [--keep-ratios 1.0,0.7,0.5,0.3]
+    copa evaluate --task vqa|grounding --checkpoint RUN --shards TEST_SHARDS [--detect-layers 3 6]
 
 ``--task retrieval`` is the ALBEF/BLIP protocol (ITC over all pairs, each query's top ``--itm-rerank`` re-ranked by
 ITM); ``--task caption`` captions every image read (greedy, or ``--beams N``, after the run's prompt) and scores
 them. Either is measured at each keep ratio with its throughput and counted GFLOPs, and writes ``eval.json`` and
 ``report.md`` (with ``retrieval_examples.png``: queries and their top 5, the right images framed in green).
+``--task vqa`` answers every question (generated, or ranked from ``--answer-list``) and scores it with the
+official VQA accuracy per answer type (the answers come from the shards' ``answers.parquet``), writing the
+official results file ``vqa_results.json`` too; ``--task grounding`` boxes every referring expression (IoU >= 0.5
+with its referent). Both at each keep ratio and each of ``--detect-layers``, with ``tradeoff.png`` (accuracy
+against GFLOPs, the paper's Figure 1a/1c) and example pictures.
 
 ``--checkpoint`` is a checkpoint file or a run folder (its latest checkpoint). Without ``--shards`` the run's
 held-out shards (``--holdout-shards`` at training time) are used. Writes ``eval.json``, ``detector_recall.png``
@@ -25,14 +31,16 @@ import sys
 from pathlib import Path
 
 from jobs.cli import job_errors
-from jobs.report import plot_detector
+from jobs.report import plot_detector, plot_tradeoff
 from manifests import pictures
 from model.checkpoint import load_checkpoint, load_model
-from model.evaluate import caption_task, evaluate, load_eval_set, retrieval_task
+from model.downstream import answer_list, grounding_task, load_answers_for, settings, vqa_task
+from model.evaluate import caption_task, detector_pictures, evaluate, load_eval_set, retrieval_task
+from model.loader import answers_table
 from model.trainer import split_holdout
 from pipeline.align import coco_categories_in
 
-TASKS = ("all", "retrieval", "caption")
+TASKS = ("all", "retrieval", "caption", "vqa", "grounding")
 DEFAULT_KEEP = ("0.1,0.3,0.5,0.7", "1.0,0.7,0.5,0.3")  # all; a task
 
 
@@ -45,8 +53,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--task",
         choices=TASKS,
         default="all",
-        help="all: detector, retrieval and captions of a pretraining run; retrieval or caption: that task's protocol "
-        "at each keep ratio, with throughput and GFLOPs (default: %(default)s)",
+        help="all: detector, retrieval and captions of a pretraining run; retrieval, caption, vqa or grounding: that "
+        "task's protocol at each keep ratio, with throughput and GFLOPs (default: %(default)s)",
     )
     p.add_argument(
         "--keep-ratios",
@@ -59,6 +67,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--beams", type=int, default=1, help="--task caption: beam size, 1 greedy (default: %(default)s)")
     p.add_argument("--prompt", help="--task caption: the prompt the decoder continues (default: the run's)")
+    p.add_argument("--detect-layers", nargs="+", metavar="L[,L]",
+                   help="--task vqa|grounding: detector placements to measure, each comma-separated, one layer per "
+                   "detector, e.g. '3 6' (default: the model's own)")  # fmt: skip
+    p.add_argument("--answer-list", help="--task vqa: rank these answers (a JSON list, or an answers.parquet: its "
+                   "commonest 3,129, VQA v2's usual list) instead of generating (default: generate)")  # fmt: skip
     p.add_argument("--captions", type=int, default=8, help="images to caption greedily (default: %(default)s)")
     p.add_argument(
         "--naming-images",
@@ -170,14 +183,93 @@ def _recalls(figures: dict, sep: str = " ") -> str:
     return sep.join(f"{v:.3f}" for v in figures.values())
 
 
+def _setting(row: dict) -> str:
+    return f"{','.join(map(str, row['detect_layers']))} | {row['keep_ratio']}"
+
+
+def vqa_report(result: dict) -> str:
+    """``report.md`` of ``--task vqa``: accuracy per answer type, speed and cost at each setting, then examples."""
+    types = sorted(result["majority_baseline"].get("per_type", {}))
+    how = (f"ranked among {result['candidates']} candidate answers" if result["answering"] == "ranked"
+           else "written by the decoder (greedy)")  # fmt: skip
+    lines = [f"# VQA: `{result['checkpoint']}` (step {result['step']})", "",
+             f"{result['questions']} questions on {result['images']} images of {result['shards']} "
+             f"({result['scored_questions']} with answers, scored with the official VQA accuracy); answers {how}.",
+             "", "| detect layer | keep ratio | overall | " + " | ".join(types)
+             + " | questions/s | GFLOPs per question |", "|" + "---|" * (5 + len(types))]  # fmt: skip
+    for r in result["by_setting"]:
+        per_type = " | ".join(f"{r['per_type'][t]:.3f}" for t in types)
+        lines.append(f"| {_setting(r)} | {r.get('overall', float('nan')):.3f} | {per_type} | "
+                     f"{r['questions_per_s']:.1f} | {r['gflops_per_question']:.3f} |")  # fmt: skip
+    if types:
+        m = result["majority_baseline"]
+        lines.append(f"| majority answer per type | | {m['overall']:.3f} | "
+                     + " | ".join(f"{m['per_type'][t]:.3f}" for t in types) + " | | |")  # fmt: skip
+        lines += ["", "Majority answers: " + ", ".join(f"{t} '{a}'" for t, a in result["majority_answers"].items())]
+    lines += ["", "![accuracy against GFLOPs](tradeoff.png)", "", "What the questions select (first detector's "
+              "scores, kept patches):", "", "![questions and their patches](vqa_examples.png)", "",
+              "Examples (question -> answer | the human answers):", ""]  # fmt: skip
+    lines += [f"- `{e['key']}`: {e['question']} -> **{e['answer']}** | {', '.join(e['answers'])}"
+              for e in result["examples"]]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def grounding_report(result: dict) -> str:
+    """``report.md`` of ``--task grounding``: accuracy of the box head and of the detector's box at each setting."""
+    fixed = result["best_fixed_box"]
+    lines = [f"# Grounding: `{result['checkpoint']}` (step {result['step']})", "",
+             f"{result['expressions']} referring expressions on {result['images']} images of {result['shards']}; "
+             "accuracy = IoU >= 0.5 with the referent.", "",
+             "| detect layer | keep ratio | accuracy (box head) | accuracy (detector's box) | mean IoU | expressions/s "
+             "| GFLOPs per expression |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in result["by_setting"]:
+        lines.append(f"| {_setting(r)} | {r['accuracy']:.3f} | {r['detector_accuracy']:.3f} | {r['mean_iou']:.3f} "
+                     f"| {r['expressions_per_s']:.1f} | {r['gflops_per_expression']:.3f} |")  # fmt: skip
+    box = ", ".join(f"{v:.2f}" for v in fixed["box"])
+    lines += [f"| best fixed box ({box}) | | {fixed['accuracy']:.3f} | | | | |", "",
+              "![accuracy against GFLOPs](tradeoff.png)", "",
+              "Examples (green: the referent, red: the box head's box, orange: the detector's):", "",
+              "![grounding examples](grounding_examples.png)", ""]  # fmt: skip
+    return "\n".join(lines)
+
+
+def run_vqa_or_grounding(args: argparse.Namespace, model, tokenizer, data, urls: list[str], chosen: list, out: Path):
+    """``--task vqa|grounding``: the result, with its pictures and (VQA) the official results file written."""
+    if args.task == "vqa":
+        candidates = answer_list(args.answer_list) if args.answer_list else None
+        answers = load_answers_for(data, answers_table(urls))
+        result = vqa_task(model, tokenizer, data, answers, chosen, args.batch_size, args.device, candidates)
+        (out / "vqa_results.json").write_text(json.dumps(result.pop("results")) + "\n")
+        examples = detector_pictures(model, data, tokenizer, list(range(min(args.pictures, len(data.captions)))),
+                                     args.device)  # fmt: skip
+        panels = [pictures.detector_panel(e["image"], e["caption"], [], None, e["scores"], e["kept"],
+                                          model.cfg.vision.grid_size) for e in examples]  # fmt: skip
+        pictures.save_png(pictures.contact_sheet(panels, columns=2), out / "vqa_examples.png")
+        plot_tradeoff(result["by_setting"], "overall", "gflops_per_question", "VQA accuracy", out / "tradeoff.png")
+        return result
+    result = grounding_task(model, tokenizer, data, chosen, args.batch_size, args.device, args.pictures)
+    examples = result.pop("examples")
+    panels = [pictures.grounding_panel(e["image"], e["expression"], e["gold"], e["predicted"], e["iou"],
+                                       e["detector_box"]) for e in examples]  # fmt: skip
+    pictures.save_png(pictures.contact_sheet(panels, columns=4), out / "grounding_examples.png")
+    result["examples"] = [{k: v for k, v in e.items() if k != "image"} for e in examples]
+    plot_tradeoff(result["by_setting"], "accuracy", "gflops_per_expression", "grounding accuracy",
+                  out / "tradeoff.png")  # fmt: skip
+    return result
+
+
 def run_task(args: argparse.Namespace, state: dict, urls: list[str], out: Path, keep_ratios: tuple) -> int:
-    """``--task retrieval|caption``: eval.json, report.md and (retrieval) retrieval_examples.png in ``out``."""
+    """``--task retrieval|caption|vqa|grounding``: eval.json, report.md and the task's pictures in ``out``."""
     model, tokenizer = load_model(state, args.device)
     v = model.cfg.vision
     data = load_eval_set(urls, v.img_size, v.patch_size, args.max_images)
     print(f"[evaluate] {args.task}: {state['path']} (step {state['step']}), {len(data.keys)} images of "
           f"{len(urls)} shard(s), keep ratios {list(keep_ratios)}", file=sys.stderr)  # fmt: skip
-    if args.task == "retrieval":
+    if args.task in ("vqa", "grounding"):
+        layers = [tuple(int(x) for x in option.split(",")) for option in args.detect_layers or []]
+        chosen = settings(layers or [tuple(v.detect_layers)], keep_ratios)
+        result = run_vqa_or_grounding(args, model, tokenizer, data, urls, chosen, out)
+    elif args.task == "retrieval":
         k = 128 if args.itm_rerank is None else args.itm_rerank
         result = retrieval_task(model, tokenizer, data, keep_ratios, k, args.batch_size, args.device)
         examples = result.pop("examples")
@@ -190,7 +282,7 @@ def run_task(args: argparse.Namespace, state: dict, urls: list[str], out: Path, 
         result = caption_task(model, tokenizer, data, keep_ratios, args.beams, prompt, args.batch_size, args.device)
     result |= {"checkpoint": state["path"], "step": int(state["step"]), "shards": urls}
     (out / "eval.json").write_text(json.dumps(result, indent=1) + "\n")
-    report = task_report(result)
+    report = {"vqa": vqa_report, "grounding": grounding_report}.get(args.task, task_report)(result)
     (out / "report.md").write_text(report)
     print(report)
     print(f"[evaluate] wrote {out}/eval.json, report.md", file=sys.stderr)

@@ -1,7 +1,8 @@
-"""``copa finetune``: fine-tune a COPA model for retrieval or captioning, streaming from packed shards.
+"""``copa finetune``: fine-tune a COPA model for retrieval, captioning, VQA or grounding, streaming from shards.
 
     copa finetune --task retrieval --from RUN_OR_EXPORT --data TRAIN_SHARDS --out RUN [--image-size 384]
     copa finetune --task caption --from RUN_OR_EXPORT --data TRAIN_SHARDS --out RUN [--prompt "a picture of"]
+    copa finetune --task vqa|grounding --from RUN_OR_EXPORT --data TRAIN_SHARDS --out RUN
 
 The same trainer as ``copa train`` (DDP under torchrun, bf16, accumulation, exact resume, metrics, loss curves);
 the model is the one ``--from`` names (a checkpoint file, a run folder or a ``copa export`` folder), its weights
@@ -9,12 +10,18 @@ and tokenizer, with the task's losses (``model.config.TASK_LOSSES``):
 
 - ``retrieval``: ITC and ITM with hard negatives from the batch (ALBEF, BLIP);
 - ``caption``: the decoder writes the whole caption after ``--prompt``, which is also the only text the detector
-  sees, as at inference.
+  sees, as at inference;
+- ``vqa``: the question drives the detector and is fused with the kept patches; the decoder writes one of the
+  question's answers (drawn per epoch from the dataset's ``answers.parquet``, so a commoner answer more often);
+- ``grounding``: the expression drives the detector; the box head regresses its referent's box from the fused
+  [CLS] (L1 + generalized IoU, X-VLM) and PTA teaches the detector the referent's patches.
+
+VQA and grounding texts say "left" and "right", so their training never flips images.
 
 ``--image-size`` fine-tunes at another resolution (any multiple of the patch): the position embeddings are
 resampled from the checkpoint's grid. ``--keep-ratio`` and ``--detect-layer`` place the detector for this task.
 Rerunning with the same ``--out`` resumes exactly. Training data are the task's training split packed by
-``copa pack`` (docs/downstream.md); evaluate with ``copa evaluate --task retrieval|caption``.
+``copa pack`` (docs/downstream.md); evaluate with ``copa evaluate --task retrieval|caption|vqa|grounding``.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from jobs.cli import job_errors
 from model.checkpoint import load_checkpoint, model_config, without_initial_weights
 from model.config import TASK_LOSSES
 
-TASKS = ("retrieval", "caption")
+TASKS = ("retrieval", "caption", "vqa", "grounding")
 DEFAULT_LR = 1e-5  # ALBEF's and BLIP's fine-tuning rate for pretrained towers
 
 

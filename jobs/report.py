@@ -64,6 +64,26 @@ def plot_detector(result: dict, png: Path) -> None:
     save_figure(fig, png, dpi=110)
 
 
+def plot_tradeoff(rows: list[dict], metric: str, cost: str, title: str, png: Path) -> None:
+    """The speed/accuracy trade-off (the paper's Figure 1a/1c): ``metric`` against ``cost`` (GFLOPs per item) for
+    each detect-layer setting, a point per keep ratio; keep ratio 1.0 (nothing pruned) starts every line."""
+    full = [r for r in rows if r["keep_ratio"] == 1.0]
+    fig, ax = plt.subplots(figsize=(4.8, 3.4))
+    for layers in dict.fromkeys(tuple(r["detect_layers"]) for r in rows if r["keep_ratio"] != 1.0):
+        line = full + [r for r in rows if tuple(r["detect_layers"]) == layers and r["keep_ratio"] != 1.0]
+        ax.plot([r[cost] for r in line], [r[metric] for r in line], "o-", label=f"detect layer {list(layers)}")
+        for r in line:
+            point = (r[cost], r[metric])
+            ax.annotate(str(r["keep_ratio"]), point, fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel(cost.replace("_", " "))
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, png, dpi=110)
+
+
 def _table(header: list[str], rows: list[list]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]

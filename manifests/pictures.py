@@ -380,6 +380,26 @@ def retrieval_panel(
     return _stack([caption_strip(query, [], width=row.width), row], horizontal=False)
 
 
+def grounding_panel(
+    image: ImageLike,
+    expression: str,
+    gold: Sequence[float],
+    predicted: Sequence[float],
+    iou: float,
+    detector_box: Sequence[float] | None = None,
+    side: int = 192,
+) -> Image.Image:
+    """A referring expression under its image, resized to ``side`` x ``side``, with the gold box in green, the
+    predicted box in red and, when given, the box around the detector's relevant patches in orange; titled with
+    the prediction's IoU (>= 0.5 counts as right)."""
+    picture = to_image(image).resize((side, side), Image.Resampling.BILINEAR)
+    if detector_box is not None:
+        picture = draw_boxes(picture, [detector_box], color=SCORE_COLOR, width=1)
+    picture = draw_boxes(draw_boxes(picture, [gold], color=RIGHT_COLOR), [predicted], color=BOX_COLOR)
+    tile = _titled(picture, f"IoU {iou:.2f}{'  right' if iou >= 0.5 else ''}")
+    return _stack([tile, caption_strip(expression, [], width=tile.width)], horizontal=False)
+
+
 def contact_sheet(
     panels: Sequence[Image.Image],
     columns: int = 4,

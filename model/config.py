@@ -29,14 +29,18 @@ ITC_IMAGE_PATHS = ("cls_query", "text_query", "unpruned")
 ITM_NEGATIVES = ("requery", "reuse")
 NEGATIVE_POOLS = ("rank", "global")  # where ITM hard negatives are drawn from under DDP
 POOLS = ("cls", "mean")  # how a text becomes one vector: its [CLS] state or the mean over its tokens
-LOSS_WEIGHTS = ("w_itc", "w_itm", "w_mlm", "w_prefixlm", "w_pta", "w_caption")
+LOSS_WEIGHTS = ("w_itc", "w_itm", "w_mlm", "w_prefixlm", "w_pta", "w_caption", "w_vqa", "w_ground")
 # What each training task optimizes (``copa finetune --task``): the loss weights it sets. A loss of weight 0 is not
 # computed at all. Retrieval fine-tunes ITC and ITM with hard negatives (ALBEF, BLIP); captioning fine-tunes the
-# decoder on whole captions after a prompt (BLIP, mPLUG).
+# decoder on whole captions after a prompt (BLIP, mPLUG); VQA, the decoder on the answer after the question (mPLUG);
+# grounding, the box head (X-VLM) and PTA on the referent's patches, the detector's own grounding.
+_OFF = dict.fromkeys(LOSS_WEIGHTS, 0.0)
 TASK_LOSSES = {
-    "pretrain": {"w_itc": 1.0, "w_itm": 1.0, "w_mlm": 1.0, "w_prefixlm": 1.0, "w_pta": 1.0, "w_caption": 0.0},
-    "retrieval": {"w_itc": 1.0, "w_itm": 1.0, "w_mlm": 0.0, "w_prefixlm": 0.0, "w_pta": 0.0, "w_caption": 0.0},
-    "caption": {"w_itc": 0.0, "w_itm": 0.0, "w_mlm": 0.0, "w_prefixlm": 0.0, "w_pta": 0.0, "w_caption": 1.0},
+    "pretrain": _OFF | {"w_itc": 1.0, "w_itm": 1.0, "w_mlm": 1.0, "w_prefixlm": 1.0, "w_pta": 1.0},
+    "retrieval": _OFF | {"w_itc": 1.0, "w_itm": 1.0},
+    "caption": _OFF | {"w_caption": 1.0},
+    "vqa": _OFF | {"w_vqa": 1.0},
+    "grounding": _OFF | {"w_ground": 1.0, "w_pta": 1.0},
 }
 
 
@@ -158,7 +162,8 @@ class TextConfig:
 
 @dataclass
 class LossConfig:
-    """Weights and settings of the five objectives: ITC, ITM, MLM, PrefixLM (mPLUG) and PTA (COPA)."""
+    """Weights and settings of the five pretraining objectives, ITC, ITM, MLM, PrefixLM (mPLUG) and PTA (COPA), and
+    of the fine-tuning ones (``TASK_LOSSES``)."""
 
     w_itc: float = 1.0  # image-text contrastive
     w_itm: float = 1.0  # image-text matching with hard negatives
@@ -166,6 +171,8 @@ class LossConfig:
     w_prefixlm: float = 1.0  # caption continuation by the decoder
     w_pta: float = 1.0  # patch-text alignment of the detector logits
     w_caption: float = 0.0  # captioning: the decoder writes the whole caption after a fixed prompt (fine-tuning)
+    w_vqa: float = 0.0  # VQA: the decoder writes an answer after the question (fine-tuning)
+    w_ground: float = 0.0  # grounding: L1 + GIoU of the box head's box for the expression (fine-tuning)
     tau: float = 0.0  # PTA label: patch positive where coverage > tau (0: any overlap, the X-VLM convention)
     soft_pta: bool = False  # PTA targets coverage/255 instead of the hard labels
     mlm_prob: float = 0.15  # fraction of caption tokens chosen for MLM (then 80% [MASK], 10% random, 10% kept)

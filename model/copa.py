@@ -69,6 +69,8 @@ from model import distributed
 from model.config import COPAConfig
 from model.cost import MOMENTUM, component
 from model.losses import (
+    IGNORE,
+    box_loss,
     caption_split,
     itc_loss,
     itm_loss,
@@ -80,6 +82,7 @@ from model.losses import (
 )
 from model.momentum import MomentumITC
 from model.text import FusionEncoder, LMHead, TextDecoder, TextEncoder, init_text_weights, load_bert
+from model.tpd import detector_boxes
 from model.vision import VisionOutput, VisionTPD
 
 ITC_TOWERS = ("vision", "text_encoder", "query_proj", "itc_vision_proj", "itc_text_proj")
@@ -99,6 +102,7 @@ def init_copa_weights(model: COPA) -> None:
     for module in (model.vision.detectors, model.query_proj, model.itc_vision_proj, model.itc_text_proj):
         module.apply(init_text_weights)
     model.itm_head.apply(init_text_weights)
+    model.box_head.apply(init_text_weights)
 
 
 class COPA(nn.Module):
@@ -114,6 +118,7 @@ class COPA(nn.Module):
         self.itc_vision_proj = nn.Linear(v.embed_dim, cfg.embed_dim)
         self.itc_text_proj = nn.Linear(t.hidden, cfg.embed_dim)
         self.itm_head = nn.Linear(t.hidden, 2)
+        self.box_head = nn.Sequential(nn.Linear(t.hidden, t.hidden), nn.GELU(), nn.Linear(t.hidden, 4))  # grounding
         self.mlm_head = LMHead(t)
         self.lm_head = LMHead(t)
         self.temp = nn.Parameter(torch.tensor(cfg.loss.temp_init))
@@ -212,7 +217,9 @@ class COPA(nn.Module):
             split = split_prefix(ids_BT, mask_BT, self.cfg.text)
         if lc.w_caption:
             losses["caption"] = self._caption_loss(image, ids_BT, mask_BT, batch.get("prompt_ids"))
-        if lc.w_itc or lc.w_itm or lc.w_mlm or lc.w_prefixlm or lc.w_pta:  # the losses on caption-aware tokens
+        if lc.w_vqa:
+            losses["vqa"] = self._answer_loss(image, ids_BT, mask_BT, batch["answer_ids"], batch["answer_mask"])
+        if lc.w_itc or lc.w_itm or lc.w_mlm or lc.w_prefixlm or lc.w_pta or lc.w_ground:  # on caption-aware tokens
             text_BTD, query_BD, shared_BND, pos = self._text_aware(image, ids_BT, mask_BT)
             visual_BMD = pos.tokens
             out["visual_tokens"] = torch.tensor(float(visual_BMD.shape[1]), **as_float)
@@ -241,6 +248,12 @@ class COPA(nn.Module):
             with component("heads"):
                 losses["pta"] = pta_loss(pos.logits, pos.scored_idx, coverage, has_labels, lc.tau, lc.soft_pta)
             out["pta_samples"] = has_labels.float().sum().detach()
+        if lc.w_ground:
+            with component("fusion"):
+                fused_cls = self.fusion(text_BTD, mask_BT, visual_BMD)[:, 0]
+            with component("heads"):
+                box = self._box(fused_cls, pos)
+                losses["ground"], out["ground_iou"] = box_loss(box, batch["box"].float(), batch["has_box"])
         total = sum(getattr(lc, f"w_{name}") * loss for name, loss in losses.items())
         return {"loss": total} | {f"loss_{name}": loss.detach() for name, loss in losses.items()} | out
 
@@ -322,6 +335,31 @@ class COPA(nn.Module):
             )
         with component("heads"):
             return token_loss(self.lm_head, h_BLD, split.targets, self._embedding())
+
+    def _answer_loss(
+        self, image: Tensor, ids_BT: Tensor, mask_BT: Tensor, answer_ids: Tensor, answer_mask: Tensor
+    ) -> Tensor:
+        """VQA (fine-tuning, mPLUG's generative answering): the question drives the detector and is fused with the
+        kept patches; the decoder writes the answer ([CLS] answer [SEP] in ``answer_ids``) from that memory."""
+        split = caption_split(answer_ids, answer_mask, self.cfg.text)
+        memory_BMD, memory_mask = self._prefix_memory(image, ids_BT, mask_BT)
+        with component("decoder"):
+            h_BLD = self.decoder(
+                self.text_encoder.embed(split.decoder_ids), split.decoder_mask, memory_BMD, memory_mask
+            )
+        with component("heads"):
+            return token_loss(self.lm_head, h_BLD, split.targets, self._embedding())
+
+    def _box(self, fused_cls_BD: Tensor, vis: VisionOutput) -> Tensor:
+        """The referent's box [B, 4], normalized x0, y0, x1, y1: the box around the patches the first detector finds
+        relevant to the expression (``detector_boxes``, what PTA teaches it), moved by the box head's correction
+        from the fused [CLS] (X-VLM's head, here a bounded offset of each side: at most half the picture)."""
+        anchor_B4 = detector_boxes(vis.logits[0].detach(), vis.scored_idx[0], self.cfg.vision.grid_size)
+        moved_B4 = anchor_B4 + 0.5 * torch.tanh(self.box_head(fused_cls_BD).float())
+        x0, y0, x1, y1 = moved_B4.clamp(0, 1).unbind(-1)
+        return torch.stack(
+            [torch.minimum(x0, x1), torch.minimum(y0, y1), torch.maximum(x0, x1), torch.maximum(y0, y1)], -1
+        )
 
     def _momentum_itc(
         self,
@@ -462,6 +500,38 @@ class COPA(nn.Module):
         with component("fusion"):
             fused_cls = self.fusion(text_BTD, mask_BT, visual_BMD)[:, 0]
         return self.itm_head(fused_cls).float().softmax(dim=-1)[:, 1]
+
+    def ground(self, image: Tensor, ids_BT: Tensor, mask_BT: Tensor) -> tuple[Tensor, VisionOutput]:
+        """The box [B, 4] (normalized x0, y0, x1, y1) each expression refers to, and the vision output whose
+        detectors it drove (their patch scores are the detector's own guess of the referent)."""
+        fused_BTD, vis = self.fused_states(image, ids_BT, mask_BT)
+        return self._box(fused_BTD[:, 0], vis), vis
+
+    @torch.no_grad()
+    def rank_answers(self, image: Tensor, ids_BT: Tensor, mask_BT: Tensor, answers_AL: Tensor, k: int = 128) -> Tensor:
+        """The index [B] of each question's answer among the candidates ``answers_AL`` ([A, L]: [CLS] answer [SEP],
+        padded), as ALBEF ranks a fixed answer list: the ``k`` candidates whose first token the decoder finds
+        likeliest, re-scored by the summed log-probability of the whole answer."""
+        t = self.cfg.text
+        memory_BMD, memory_mask = self._prefix_memory(image, ids_BT, mask_BT)
+        B, A = image.shape[0], answers_AL.shape[0]
+        k = min(k, A)
+        split = caption_split(answers_AL, (answers_AL != t.pad_id).long(), t)  # [A, L'] decoder inputs, targets
+        start = torch.full((B, 1), t.bos_id, dtype=torch.long, device=image.device)
+        first_BA = self._next_logits(start, memory_BMD, memory_mask).log_softmax(-1)[:, split.targets[:, 0]]
+        top_BK = first_BA.topk(k, dim=1).indices
+        flat = top_BK.flatten()
+        h = self.decoder(
+            self.text_encoder.embed(split.decoder_ids[flat]),
+            split.decoder_mask[flat],
+            memory_BMD.repeat_interleave(k, 0),
+            memory_mask.repeat_interleave(k, 0),
+        )
+        logp = self.lm_head(h, self._embedding()).float().log_softmax(-1)
+        targets = split.targets[flat]
+        picked = logp.gather(2, targets.clamp(min=0)[..., None])[..., 0] * (targets != IGNORE)
+        best_B = picked.sum(1).view(B, k).argmax(1)
+        return top_BK.gather(1, best_B[:, None])[:, 0]
 
     def detect(self, image: Tensor, ids_BT: Tensor, mask_BT: Tensor) -> VisionOutput:
         """The text-aware detectors' logits, scored and kept patch indices (per detect layer), for pictures."""

@@ -52,6 +52,8 @@ class EvalSet:
     coverage: np.ndarray  # uint8 [C, G, G] (zeros for captions without relevant boxes)
     labelled: np.ndarray  # bool [C]: the image has boxes and the caption names at least one
     box_labels: list[list[str]]  # [I] the labels of each image's boxes
+    boxes: np.ndarray  # float [C, 4]: each caption's first relevant box (normalized x0, y0, x1, y1), NaN if none;
+    # for a referring expression, its referent
 
     def pixels(self, index, device: str | torch.device = "cpu") -> torch.Tensor:
         """Model input [n, 3, S, S] of the images at ``index`` (a slice or a list of indices)."""
@@ -76,7 +78,7 @@ def read_samples(urls: list[str], limit: int) -> Iterator[Sample]:
 def eval_set(samples: Iterable[Sample], img_size: int, patch_size: int, source: str = "the samples") -> EvalSet:
     """``samples`` in model input form; images that do not decode are skipped, none at all is an error."""
     grid = img_size // patch_size
-    keys, images, jpegs, captions, caption_image, words, coverage, labelled, box_labels = ([] for _ in range(9))
+    keys, images, jpegs, captions, caption_image, words, coverage, labelled, box_labels, boxes = ([] for _ in range(10))
     for sample in samples:
         try:
             pixels = square_pixels(sample.image, img_size)  # as the loader does without augmentation
@@ -94,6 +96,8 @@ def eval_set(samples: Iterable[Sample], img_size: int, patch_size: int, source: 
             words.append(list(meta["relevant"][c]["words"]))
             coverage.append(grids[c])
             labelled.append(sample.pta is not None and len(meta["relevant"][c]["boxes"]) > 0)
+            group = meta["relevant"][c]["boxes"]
+            boxes.append(meta["boxes"][group[0]] if group else [float("nan")] * 4)
     if not keys:
         raise ValueError(f"no decodable samples in {source}")
     return EvalSet(
@@ -106,6 +110,7 @@ def eval_set(samples: Iterable[Sample], img_size: int, patch_size: int, source: 
         np.stack(coverage),
         np.array(labelled),
         box_labels,
+        np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
     )
 
 

@@ -45,6 +45,8 @@ from itertools import islice
 
 import albumentations as A
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 import webdataset as wds
 from PIL import Image
@@ -80,6 +82,7 @@ class LoaderConfig:
     num_workers: int = 2  # DataLoader worker processes per rank; 0 iterates in the calling process
     drop_last: bool = False  # drop each worker's final partial batch
     resampled: bool = False  # draw shards with replacement per rank and worker; epochs of sizes.json / world size
+    answers: str | None = None  # VQA: an answers table (answers.parquet); each question gets one answer per epoch
 
     def __post_init__(self):
         if isinstance(self.shards, tuple):
@@ -146,6 +149,20 @@ def resolve_shards(shards: str | list[str]) -> list[str]:
             raise ValueError(f"shards: no NNNNNN.tar files in {shards}")
         return [os.path.join(shards, n) for n in names]
     return wds.shardlists.expand_urls(shards)  # brace ranges, "::" lists, pipe: and remote URLs
+
+
+ANSWERS_FILE = "answers.parquet"  # a VQA dataset's answers table, beside its shards
+
+
+def answers_table(urls: list[str]) -> str:
+    """The answers table of the dataset the shards ``urls`` come from: ``answers.parquet`` in their folder."""
+    path = os.path.join(os.path.dirname(urls[0]) or ".", ANSWERS_FILE)
+    if not os.path.isfile(path):
+        raise ValueError(
+            f"{path}: no answers table beside the shards; VQA shards are packed from a source manifest whose "
+            "answers table 'copa ingest' wrote (<manifest>.answers.parquet), which 'copa pack' copies there"
+        )
+    return path
 
 
 def check_datasets(urls: list[str]) -> None:
@@ -233,12 +250,28 @@ def canonical_coverage(sample: Sample, captions: list[int], grid: int) -> np.nda
     return patch_coverage(boxes, [list(sample.meta["relevant"][c]["boxes"]) for c in captions], grid)
 
 
+def load_answers(path: str) -> dict[tuple[str, int], list[str]]:
+    """(key, question index) -> the question's answers, from an answers table (``copa ingest`` writes it for VQA
+    sources, ``copa pack`` copies it to ``<dataset>/answers.parquet``)."""
+    try:
+        table = pq.read_table(path, columns=["key", "index", "answers"])
+    except (FileNotFoundError, pa.ArrowInvalid) as err:
+        raise ValueError(f"{path}: not a readable answers table ({err})") from err
+    keys, index, answers = (table[name].to_pylist() for name in ("key", "index", "answers"))
+    return {(k, i): a for k, i, a in zip(keys, index, answers, strict=True) if a}
+
+
 class SampleTransform:
-    """One decoded sample -> image, caption and coverage for one epoch. Deterministic in (seed, epoch, key)."""
+    """One decoded sample -> image, caption and coverage for one epoch. Deterministic in (seed, epoch, key).
+
+    Also the caption's first relevant box (normalized x0, y0, x1, y1, moved with the image; for grounding, where
+    the caption is a referring expression and the box its referent) and, with ``cfg.answers``, one of the
+    question's answers, drawn by (seed, epoch, key) so an answer given by more people is drawn more often."""
 
     def __init__(self, cfg: LoaderConfig):
         self.cfg = cfg
         self.augment = build_augment(cfg) if cfg.augment else None
+        self.answers = load_answers(cfg.answers) if cfg.answers else None
 
     def __call__(self, sample: Sample, epoch: int) -> dict:
         cfg, meta = self.cfg, sample.meta
@@ -249,6 +282,7 @@ class SampleTransform:
         if self.augment is None:
             pixels = square_pixels(sample.image, cfg.img_size)
             coverage = canonical_coverage(sample, [c], cfg.grid)[0]
+            box = boxes[group[0]] if group else None
         else:
             self.augment.set_random_seed(stable_seed("augment", cfg.seed, epoch, sample.key))
             # albumentations refuses empty boxes; they cover nothing, so they are simply not passed
@@ -260,13 +294,22 @@ class SampleTransform:
             position = {int(i): j for j, i in enumerate(out["box_ids"])}
             moved_group = [position[i] for i in group if i in position]  # boxes cropped away cover nothing
             coverage = patch_coverage(moved, [moved_group], cfg.grid)[0]
-        return {
+            box = moved[moved_group[0]] if moved_group else None
+        item = {
             "key": sample.key,
             "image": to_tensor(pixels),
             "caption": meta["captions"][c],
             "coverage": torch.from_numpy(np.ascontiguousarray(coverage, dtype=np.uint8)),
             "has_labels": has_labels,
+            "box": torch.tensor(box if box is not None else [0.0] * 4, dtype=torch.float32),
+            "has_box": box is not None,
         }
+        if self.answers is not None:
+            answers = self.answers.get((sample.key, c))
+            if not answers:
+                raise LookupError(f"sample {sample.key} question {c}: no answers in {cfg.answers}")
+            item["answer"] = answers[stable_seed("answer", cfg.seed, epoch, sample.key) % len(answers)]
+        return item
 
 
 # ---- the pipeline -----------------------------------------------------------------------------------------------
@@ -321,18 +364,27 @@ class ShardStream(torch.utils.data.IterableDataset):
                 yield self.transform(sample, self.epoch)
             except (OSError, ValueError, SyntaxError) as err:  # PIL raises OSError for truncated/unknown images
                 stats.skip("image", err)
+            except LookupError as err:  # a VQA question without answers
+                stats.skip("answer", err)
 
     def collate(self, items: list[dict]) -> dict:
         tokens = self.tokenize([it["caption"] for it in items])
-        return {
+        batch = {
             "image": torch.stack([it["image"] for it in items]),
             "input_ids": tokens["input_ids"],
             "attention_mask": tokens["attention_mask"],
             "coverage": torch.stack([it["coverage"] for it in items]),
             "has_labels": torch.tensor([it["has_labels"] for it in items], dtype=torch.bool),
+            "box": torch.stack([it["box"] for it in items]),
+            "has_box": torch.tensor([it["has_box"] for it in items], dtype=torch.bool),
             "keys": [it["key"] for it in items],
             "captions": [it["caption"] for it in items],
         }
+        if self.cfg.answers:
+            answers = [it["answer"] for it in items]
+            tokens = self.tokenize(answers)
+            batch |= {"answer_ids": tokens["input_ids"], "answer_mask": tokens["attention_mask"], "answers": answers}
+        return batch
 
     def __iter__(self) -> Iterator[dict]:
         worker, num_workers = worker_info()

@@ -17,6 +17,9 @@ Pure functions over tensors; ``model/copa.py`` runs the towers and weights the r
   ``coverage / 255``), averaged over the labelled samples only and over the detect layers. A later detect layer
   scores only the patches kept by the earlier one, so its labels are gathered through those indices. A batch
   without labels gives exactly 0, still attached to the graph.
+- Fine-tuning: captioning and VQA are token losses on the decoder (``caption_split``: the whole caption, or the
+  answer, after the prompt or the question); grounding is X-VLM's box loss (``box_loss``: L1 on centre and size
+  plus the generalized IoU loss).
 
 Token losses evaluate the vocabulary head only at positions that have a target (the masked tokens, the
 continuation), which keeps the V-wide projection off the padding.
@@ -32,6 +35,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torchvision.ops import box_iou, generalized_box_iou_loss
 
 from model.config import TextConfig
 
@@ -210,3 +214,21 @@ def pta_loss(
         ).mean(dim=1)
         total = total + (bce_B * weight_B).sum() / weight_B.sum().clamp(min=1.0)
     return total / len(logits)
+
+
+def box_loss(pred_B4: Tensor, target_B4: Tensor, has_box_B: Tensor) -> tuple[Tensor, Tensor]:
+    """Grounding (X-VLM): L1 between the boxes as centre and size plus the generalized IoU loss, both boxes
+    normalized x0, y0, x1, y1, averaged over the samples that have a box (exactly 0 when none has); and, detached,
+    their mean IoU."""
+    weight_B = has_box_B.to(pred_B4.dtype)
+    target_B4 = target_B4.to(pred_B4.dtype)
+    l1_B = (_centre_size(pred_B4) - _centre_size(target_B4)).abs().sum(-1)
+    giou_B = generalized_box_iou_loss(pred_B4, target_B4.clamp(0, 1), reduction="none")
+    n = weight_B.sum().clamp(min=1.0)
+    iou_B = box_iou(pred_B4.detach(), target_B4).diagonal()
+    return ((l1_B + giou_B) * weight_B).sum() / n, (iou_B * weight_B).sum() / n
+
+
+def _centre_size(box_B4: Tensor) -> Tensor:
+    x0, y0, x1, y1 = box_B4.unbind(-1)
+    return torch.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], dim=-1)

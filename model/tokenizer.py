@@ -15,6 +15,7 @@ Shape legend: B captions, T tokens (the longest caption in the batch, at most ``
 from __future__ import annotations
 
 import os
+import string
 from collections.abc import Iterable
 
 import torch
@@ -41,13 +42,22 @@ def _bert_output(tokenizer: Tokenizer) -> Tokenizer:
     return tokenizer
 
 
+# Always in the vocabulary, whatever the captions hold: a fine-tuned decoder can then spell any answer ("2", "yes")
+# even where the pretraining captions never wrote a digit.
+ALPHABET = string.ascii_lowercase + string.digits + string.punctuation
+
+
 def build_wordpiece(captions: Iterable[str], vocab_size: int = 8000, min_frequency: int = 2) -> Tokenizer:
     """Train an uncased WordPiece vocabulary on ``captions`` (streamed) with ``SPECIAL_TOKENS`` as ids 0..4."""
     if vocab_size <= len(SPECIAL_TOKENS):
         raise ValueError(f"vocab_size must exceed the {len(SPECIAL_TOKENS)} special tokens, got {vocab_size}")
     tokenizer = _bert_input(Tokenizer(models.WordPiece(unk_token="[UNK]")))
     trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIAL_TOKENS), show_progress=False
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=list(ALPHABET),
+        show_progress=False,
     )
     tokenizer.train_from_iterator(captions, trainer=trainer)
     return _bert_output(tokenizer)

@@ -25,6 +25,7 @@ import math
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from model.config import keep_count
@@ -56,6 +57,23 @@ def select_patches(x_BND: Tensor, logits_BN: Tensor, keep: int) -> tuple[Tensor,
     fuse_weights_BN = logits_BN.float().masked_fill(kept_mask_BN, float("-inf")).softmax(dim=1)
     fused_B1D = torch.einsum("bn,bnd->bd", fuse_weights_BN.to(x_BND.dtype), x_BND).unsqueeze(1)
     return torch.cat([kept_BKD, fused_B1D], dim=1), kept_idx_BK, fuse_weights_BN
+
+
+def detector_boxes(logits_BS: Tensor, idx_BS: Tensor, grid: int, threshold: float = 0.5) -> Tensor:
+    """[B, 4] normalized x0, y0, x1, y1 around the patches whose detector probability is at least ``threshold``
+    (``logits_BS`` over the patches ``idx_BS`` of a ``grid`` x ``grid`` image), or around the likeliest patch where
+    none is: the detector's own guess of where its text's referent lies."""
+    B, N = logits_BS.shape[0], grid * grid
+    probs_BN = torch.full((B, N), -1.0, device=logits_BS.device).scatter(1, idx_BS, logits_BS.float().sigmoid())
+    hit_BN = probs_BN >= threshold
+    hit_BN |= ~hit_BN.any(1, keepdim=True) & F.one_hot(probs_BN.argmax(1), N).bool()
+    hit_BGG = hit_BN.view(B, grid, grid)
+    at = torch.arange(grid, device=logits_BS.device)
+    edges = []
+    for lines_BG in (hit_BGG.any(1), hit_BGG.any(2)):  # columns (x), then rows (y)
+        edges.append((torch.where(lines_BG, at, grid).min(1).values, torch.where(lines_BG, at, -1).max(1).values + 1))
+    (x0, x1), (y0, y1) = edges
+    return torch.stack([x0, y0, x1, y1], dim=1).float() / grid
 
 
 class Detection(NamedTuple):

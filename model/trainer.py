@@ -50,7 +50,14 @@ from model.checkpoint import (
 )
 from model.config import TASK_LOSSES, COPAConfig
 from model.copa import COPA
-from model.loader import LoaderConfig, StreamingLoader, batches_per_epoch, check_datasets, resolve_shards
+from model.loader import (
+    LoaderConfig,
+    StreamingLoader,
+    answers_table,
+    batches_per_epoch,
+    check_datasets,
+    resolve_shards,
+)
 from model.tokenizer import TOKENIZER_FILE, CaptionTokenizer, build_wordpiece
 from model.utils import seed_everything
 
@@ -59,6 +66,9 @@ METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "train_config.json"
 # Settings that may change when a run is resumed: they do not change what is computed.
 RESUMABLE_CHANGES = {"steps", "epochs", "ckpt_every", "keep_checkpoints", "log_every", "progress", "out"}
+
+
+SPATIAL_TASKS = ("vqa", "grounding")  # their texts say "left" and "right": no horizontal flips
 
 
 @dataclass
@@ -278,6 +288,8 @@ class Trainer:
                 num_workers=cfg.num_workers,
                 drop_last=True,  # full micro-batches only: ITM needs negatives, and steps stay comparable
                 resampled=cfg.resampled,
+                flip_p=0.0 if cfg.task in SPATIAL_TASKS else 0.5,
+                answers=answers_table(self.train_urls) if cfg.task == "vqa" else None,
             ),
             self.tokenizer,
             rank=self.dist.rank,

@@ -84,3 +84,11 @@ def karpathy_corpus(tmp_path_factory):
     from tests.model.corpus import packed_karpathy
 
     return packed_karpathy(tmp_path_factory.mktemp("karpathy_corpus"), images=500)
+
+
+@pytest.fixture(scope="session")
+def tasks_corpus(tmp_path_factory):
+    """``copa synth --vqa 500 --refexp 500``, every split packed at 64 px (see ``tests.model.corpus.packed_tasks``)."""
+    from tests.model.corpus import packed_tasks
+
+    return packed_tasks(tmp_path_factory.mktemp("tasks_corpus"))

@@ -21,8 +21,8 @@ ALLOWED = {
     "pipeline": {"manifests", "numpy", "pyarrow", "PIL", "cv2", "ijson", "yaml", "tqdm"},
     "model": {
         "manifests",
-        *("torch", "timm", "transformers", "tokenizers", "safetensors"),
-        *("numpy", "PIL", "albumentations", "webdataset", "tqdm"),
+        *("torch", "torchvision", "timm", "transformers", "tokenizers", "safetensors"),
+        *("numpy", "pyarrow", "PIL", "albumentations", "webdataset", "tqdm"),
     },
 }
 # Never loaded by importing a package's modules, directly or through a library.

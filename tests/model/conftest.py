@@ -13,7 +13,8 @@ PLACES = ["top left", "top right", "bottom left", "bottom right"]
 
 
 def synthetic_batch(cfg: COPAConfig, num: int = 8, labelled: int | None = None, seed: int = 0) -> dict:
-    """``num`` samples of distinct colours, each square in one quadrant; the first ``labelled`` have labels.
+    """``num`` samples of distinct colours, each square in one quadrant; the first ``labelled`` have labels (and the
+    square's box, as a grounding referent). The VQA answer of each is its colour word.
 
     Distinct colours make every caption and image tell apart from the others by one attribute, which keeps the
     overfitting test about learning rather than about breaking ties between near-duplicates.
@@ -28,6 +29,8 @@ def synthetic_batch(cfg: COPAConfig, num: int = 8, labelled: int | None = None, 
     coverage = torch.zeros(num, G, G, dtype=torch.uint8)
     T = 8
     ids = torch.full((num, T), t.pad_id, dtype=torch.long)
+    box = torch.zeros(num, 4)
+    answer_ids = torch.full((num, 3), t.pad_id, dtype=torch.long)
     for i, (colour, place) in enumerate(zip(colours, places, strict=True)):
         row, col = divmod(place, 2)  # the quadrant
         top, left = row * S // 2, col * S // 2
@@ -36,6 +39,8 @@ def synthetic_batch(cfg: COPAConfig, num: int = 8, labelled: int | None = None, 
         # [CLS] a <colour> square <vertical> <horizontal> [SEP]; word ids start at 10, clear of the specials
         words = [10, 20 + colour, 30, 40 + row, 50 + col]
         ids[i, : len(words) + 2] = torch.tensor([t.cls_id, *words, t.sep_id])
+        box[i] = torch.tensor([col, row, col + 1, row + 1]) / 2
+        answer_ids[i] = torch.tensor([t.cls_id, 20 + colour, t.sep_id])
     labelled = num if labelled is None else labelled
     return {
         "image": image + 0.1 * torch.randn(image.shape, generator=g),
@@ -43,6 +48,10 @@ def synthetic_batch(cfg: COPAConfig, num: int = 8, labelled: int | None = None, 
         "attention_mask": (ids != t.pad_id).long(),
         "coverage": coverage,
         "has_labels": torch.arange(num) < labelled,
+        "box": box,
+        "has_box": torch.arange(num) < labelled,
+        "answer_ids": answer_ids,
+        "answer_mask": (answer_ids != t.pad_id).long(),
     }
 
 

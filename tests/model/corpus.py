@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jobs import ingest, synth
+from jobs import ingest, pack, synth
 from jobs.pack import pack_in_process
 from manifests.dataset import Geometry
 from pipeline.pack import PackConfig
@@ -49,4 +49,26 @@ def packed_karpathy(root: Path, images: int = 100, seed: int = 0, image_size: in
         assert ingest.main(["--config", str(sources), "--out", str(source), "--quiet"]) == 0
         out[split] = root / f"{split}_shards"
         pack_in_process(read_source_table(str(source)).to_pylist(), str(out[split]), config)
+    return out
+
+
+def packed_tasks(root: Path, vqa: int = 500, refexp: int = 500, image_size: int = 64, patch_size: int = 8) -> dict:
+    """``copa synth --vqa --refexp`` ingested and packed per split with ``copa pack --engine local`` (which also
+    copies the VQA answers table): {"vqa_train", "vqa_val", "refexp_train", "refexp_val", "refexp_testA",
+    "refexp_testB"} -> shards folder."""
+    corpus = root / "corpus"
+    args = ["--out", str(corpus), "--images", "10", "--vqa", str(vqa), "--refexp", str(refexp)]
+    assert synth.main(args) == 0
+    splits = [("vqa", s) for s in ("train", "val")] + [("refexp", s) for s in ("train", "val", "testA", "testB")]
+    out = {}
+    for folder, split in splits:
+        name = f"{folder}_{split}"
+        source, out[name] = root / f"{name}.parquet", root / name
+        assert (
+            ingest.main(["--config", str(corpus / folder / f"sources_{split}.yaml"), "--out", str(source), "--quiet"])
+            == 0
+        )
+        args = ["--source", str(source), "--out", str(out[name]), "--engine", "local", "--image-size", str(image_size),
+                "--patch-size", str(patch_size), "--quiet"]  # fmt: skip
+        assert pack.main(args) == 0
     return out

@@ -33,6 +33,8 @@ def tiny_task(task: str, **vision) -> object:
         ("pretrain", {"loss_itc", "loss_itm", "loss_mlm", "loss_prefixlm", "loss_pta"}),
         ("retrieval", {"loss_itc", "loss_itm"}),
         ("caption", {"loss_caption"}),
+        ("vqa", {"loss_vqa"}),
+        ("grounding", {"loss_ground", "loss_pta"}),
     ],
 )
 def test_a_task_computes_its_losses_and_no_other(make_batch, task, losses):
@@ -44,8 +46,11 @@ def test_a_task_computes_its_losses_and_no_other(make_batch, task, losses):
     torch.testing.assert_close(out["loss"], sum(out[k] for k in losses))
     out["loss"].backward()
     # the heads of the losses not computed get no gradient: the caption task leaves ITM, MLM and ITC untouched
-    untouched = {"retrieval": ["mlm_head", "lm_head", "decoder"], "caption": ["itm_head", "mlm_head", "itc_text_proj"],
-                 "pretrain": []}[task]  # fmt: skip
+    untouched = {"retrieval": ["mlm_head", "lm_head", "decoder", "box_head"],
+                 "caption": ["itm_head", "mlm_head", "itc_text_proj", "box_head"],
+                 "vqa": ["itm_head", "mlm_head", "itc_text_proj", "box_head"],
+                 "grounding": ["itm_head", "mlm_head", "lm_head", "decoder", "itc_text_proj"],
+                 "pretrain": ["box_head"]}[task]  # fmt: skip
     for name in untouched:
         assert all(p.grad is None for p in getattr(model, name).parameters()), name
     assert all(p.grad is not None for p in model.vision.vit.blocks[0].parameters())
@@ -160,6 +165,7 @@ def test_itm_reranking_scores_each_top_pair_as_itm_score_does_one_by_one():
         keys=["a", "b", "c"], images=torch.randint(0, 256, (3, 32, 32, 3), dtype=torch.uint8, generator=g),
         jpegs=[b""] * 3, captions=captions, caption_image=[0, 0, 1, 1, 2, 2], words=[[]] * 6,
         coverage=np.zeros((6, 4, 4), np.uint8), labelled=np.zeros(6, bool), box_labels=[[]] * 3,
+        boxes=np.full((6, 4), np.nan),
     )  # fmt: skip
     sim_CI = np.random.default_rng(0).uniform(-1, 1, (6, 3))
     out, pairs, encoded = rerank_with_itm(model, data, tokenizer, sim_CI, k=1, batch_size=4, device="cpu")

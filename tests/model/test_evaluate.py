@@ -95,7 +95,7 @@ def test_detector_scores_match_a_hand_count():
     data = EvalSet(
         keys=["a"], images=torch.zeros(1, 4, 4, 3, dtype=torch.uint8), jpegs=[b""], captions=["x", "y", "z"],
         caption_image=[0, 0, 0], words=[[], [], []], coverage=coverage, labelled=np.array([True, True, False]),
-        box_labels=[[]],
+        box_labels=[[]], boxes=np.full((3, 4), np.nan),
     )  # fmt: skip
     model = _FixedDetector([[0, 2], [1, 3], [0, 1]])
 

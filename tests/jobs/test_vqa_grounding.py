@@ -1,0 +1,87 @@
+"""``copa finetune --task vqa|grounding`` and ``copa evaluate --task vqa|grounding`` end to end through
+``main([...])``, on the synthetic VQA v2 and RefCOCO+ sets (``copa synth --vqa --refexp``, packed per split)."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from jobs import evaluate, finetune, train
+from model.vqa_metrics import vqa_accuracy
+from tests.jobs.test_finetune import TINY
+
+
+@pytest.fixture(scope="module")
+def pretrained(small_corpus, tmp_path_factory):
+    """A tiny model pretrained for two steps at 32 px."""
+    run = tmp_path_factory.mktemp("pretrained") / "run"
+    args = ["--shards", str(small_corpus), "--out", str(run), "--preset", "tiny", "--vocab-size", "300", *TINY]
+    assert train.main([*args, "--steps", "2", "--quiet"]) == 0
+    return run
+
+
+def test_vqa_finetunes_and_evaluates_every_question_at_each_setting(pretrained, tasks_corpus, tmp_path):
+    run, out = tmp_path / "vqa", tmp_path / "eval"
+    args = ["--task", "vqa", "--from", str(pretrained), "--data", str(tasks_corpus["vqa_train"]), "--out", str(run),
+            *TINY, "--image-size", "64", "--steps", "2", "--quiet"]  # fmt: skip
+    assert finetune.main(args) == 0
+    config = json.loads((run / "train_config.json").read_text())
+    assert config["train"]["task"] == "vqa" and config["model"]["loss"]["w_vqa"] == 1.0
+    assert config["model"]["loss"]["w_itc"] == 0.0
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert "loss_vqa" in lines[-1] and "loss_itc" not in lines[-1]
+    test = tasks_corpus["vqa_val"]
+    assert evaluate.main(["--task", "vqa", "--checkpoint", str(run), "--shards", str(test), "--keep-ratios",
+                          "1.0,0.5", "--detect-layers", "1", "2", "--out", str(out), "--pictures", "2"]) == 0  # fmt: skip
+    result = json.loads((out / "eval.json").read_text())
+    table = pq.read_table(test / "answers.parquet").to_pylist()
+    assert result["questions"] == result["scored_questions"] == len(table)  # every question of the split
+    # keep 1.0 once (nothing pruned wherever the detector sits), then 0.5 at each detect layer
+    assert [(r["detect_layers"], r["keep_ratio"]) for r in result["by_setting"]] == [([1], 1.0), ([1], 0.5), ([2], 0.5)]
+    full, pruned = result["by_setting"][0], result["by_setting"][1]
+    assert pruned["gflops_per_question"] < full["gflops_per_question"]
+    assert set(full["per_type"]) == {"yes/no", "number", "other"}
+    # the official results file: one answer per question id; the overall accuracy recomputed from it by hand
+    answers = {r["question_id"]: r["answers"] for r in table}
+    results = json.loads((out / "vqa_results.json").read_text())
+    assert sorted(r["question_id"] for r in results) == sorted(answers)
+    trained = next(r for r in result["by_setting"] if r["detect_layers"] == [1] and r["keep_ratio"] == 0.5)
+    mean = sum(vqa_accuracy(r["answer"], answers[r["question_id"]]) for r in results) / len(results)
+    assert trained["overall"] == pytest.approx(mean)
+    assert 0 < result["majority_baseline"]["overall"] < 1
+    report = (out / "report.md").read_text()
+    assert "| majority answer per type |" in report and "vqa_examples.png" in report
+    for picture in ("tradeoff.png", "vqa_examples.png"):
+        Image.open(out / picture).verify()
+
+
+def test_grounding_finetunes_and_boxes_every_expression(pretrained, tasks_corpus, tmp_path):
+    run, out = tmp_path / "grounding", tmp_path / "eval"
+    args = ["--task", "grounding", "--from", str(pretrained), "--data", str(tasks_corpus["refexp_train"]),
+            "--out", str(run), *TINY, "--image-size", "64", "--steps", "2", "--quiet"]  # fmt: skip
+    assert finetune.main(args) == 0
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert {"loss_ground", "loss_pta", "ground_iou"} <= set(lines[-1]) and "loss_vqa" not in lines[-1]
+    test = tasks_corpus["refexp_testA"]
+    assert evaluate.main(["--task", "grounding", "--checkpoint", str(run), "--shards", str(test),
+                          "--keep-ratios", "0.5", "--out", str(out), "--pictures", "3"]) == 0  # fmt: skip
+    result = json.loads((out / "eval.json").read_text())
+    manifests = [pq.read_table(m, columns=["status", "captions"]).to_pylist() for m in test.glob("*.parquet")]
+    expressions = sum(len(r["captions"]) for rows in manifests for r in rows if r["status"] == "ok")
+    assert result["expressions"] == expressions  # every expression has its referent
+    row = result["by_setting"][0]
+    assert row["detect_layers"] == [2] and 0 <= row["accuracy"] <= 1 and 0 <= row["detector_accuracy"] <= 1
+    assert 0 < result["best_fixed_box"]["accuracy"] < 1
+    assert len(result["examples"]) == 3 and all(0 <= e["iou"] <= 1 for e in result["examples"])
+    Image.open(out / "grounding_examples.png").verify()
+    assert "| best fixed box" in (out / "report.md").read_text()
+
+
+def test_vqa_without_an_answers_table_is_named(pretrained, tasks_corpus, tmp_path, capsys):
+    args = ["--task", "vqa", "--from", str(pretrained), "--data", str(tasks_corpus["refexp_train"]),
+            "--out", str(tmp_path / "run"), *TINY, "--steps", "1", "--quiet"]  # fmt: skip
+    assert finetune.main(args) == 2
+    assert "answers.parquet: no answers table beside the shards" in capsys.readouterr().err
