@@ -80,6 +80,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = sorted(set(args.tasks) - set(DOWNSTREAM_TASKS))
     if unknown or not args.tasks:
         p.error(f"--tasks: unknown {unknown}, choose among {', '.join(DOWNSTREAM_TASKS)}")
+    if len({"retrieval", "caption"} & set(args.tasks)) == 1:
+        p.error("--tasks: retrieval and caption go together (one Karpathy set, one zero-shot table)")
     return args
 
 
@@ -186,9 +188,9 @@ def downstream_steps(args: argparse.Namespace, out: Path, run: Path, vision) -> 
 
 def question_steps(args: argparse.Namespace, out: Path, run: Path, vision, common: list) -> list[tuple]:
     """VQA and grounding: pack the splits, fine-tune, and measure at each keep ratio and at two detect layers (the
-    model's and three blocks later)."""
+    model's and two blocks later, or the last block)."""
     layers = vision.detect_layers[0]
-    detect = ["--detect-layers", layers, layers + 3]
+    detect = ["--detect-layers", layers, min(layers + 2, vision.depth - 1)]
     plans = {  # task: (set folder, training split, evaluated splits, steps)
         "vqa": ("vqa", "train", ["val"], args.vqa_steps),
         "grounding": ("refexp", "train", ["val", "testA", "testB"], args.grounding_steps),

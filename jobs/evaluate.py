@@ -206,6 +206,9 @@ def vqa_report(result: dict) -> str:
         lines.append(f"| majority answer per type | | {m['overall']:.3f} | "
                      + " | ".join(f"{m['per_type'][t]:.3f}" for t in types) + " | | |")  # fmt: skip
         lines += ["", "Majority answers: " + ", ".join(f"{t} '{a}'" for t, a in result["majority_answers"].items())]
+    changed = result["answers_changed_with_another_picture"]
+    lines += ["", f"Answers that change when each question is asked of another picture: {changed:.3f} (near 0: "
+              "the answers come from the question alone)."]  # fmt: skip
     lines += ["", "![accuracy against GFLOPs](tradeoff.png)", "", "What the questions select (first detector's "
               "scores, kept patches):", "", "![questions and their patches](vqa_examples.png)", "",
               "Examples (question -> answer | the human answers):", ""]  # fmt: skip

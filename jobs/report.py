@@ -4,6 +4,7 @@ ratio, and the demo report."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import matplotlib
@@ -176,7 +177,52 @@ def demo_report(out: Path, seconds: dict[str, float]) -> tuple[Path, list[str]]:
 
 def downstream_report(out: Path, seconds: dict[str, float]) -> tuple[Path, list[str]]:
     """``out/downstream.md`` of ``copa demo --downstream``: zero-shot beside fine-tuned retrieval and captioning on
-    the Karpathy test split, then each fine-tuned task's figures by keep ratio; returns the path and headlines."""
+    the Karpathy test split, VQA and grounding beside their baselines, then each fine-tuned task's report; returns
+    the path and headlines. Tasks the demo did not run are left out."""
+    headline, sections = [], []
+    if (out / "retrieval").is_dir() or (out / "caption").is_dir():
+        headline, sections = _karpathy_sections(out)
+    if (out / "vqa").is_dir():
+        result = json.loads((out / "vqa" / "eval_val" / "eval.json").read_text())
+        row, base = _at_trained(result), result["majority_baseline"]
+        types = sorted(row["per_type"])
+        per_type = ", ".join(f"{t} {row['per_type'][t]:.3f} ({base['per_type'][t]:.3f})" for t in types)
+        headline.append(f"VQA on {result['questions']} questions: accuracy {row['overall']:.3f} against the majority "
+                        f"answer per type {base['overall']:.3f}; per type (majority): {per_type}")  # fmt: skip
+        sections += ["", "## VQA", "", "![loss curves](vqa/loss_curves.png)", _body(out / "vqa" / "eval_val", "vqa")]
+    if (out / "grounding").is_dir():
+        figures = []
+        for split in ("val", "testA", "testB"):
+            result = json.loads((out / "grounding" / f"eval_{split}" / "eval.json").read_text())
+            row = _at_trained(result)
+            figures.append(f"{split} {row['accuracy']:.3f} (detector's box {row['detector_accuracy']:.3f}, best "
+                           f"fixed box {result['best_fixed_box']['accuracy']:.3f})")  # fmt: skip
+        headline.append("grounding accuracy (IoU >= 0.5): " + "; ".join(figures))
+        sections += ["", "## Grounding", "", "![loss curves](grounding/loss_curves.png)"]
+        for split in ("val", "testA", "testB"):
+            sections += ["", f"### {split}", _body(out / "grounding" / f"eval_{split}", f"grounding/eval_{split}")]
+    lines = ["# COPA downstream demo", "", "A pretrained model fine-tuned on synthetic downstream sets in the real "
+             "formats (`copa synth --karpathy --vqa --refexp`) and measured on their test splits.", "",
+             "## Figures", "", *(f"- {h}" for h in headline), "", "## Steps", ""]  # fmt: skip
+    lines += _table(["step", "seconds"], [[name, f"{s:.1f}"] for name, s in seconds.items()])
+    path = out / "downstream.md"
+    path.write_text("\n".join(lines + sections) + "\n")
+    return path, headline
+
+
+def _at_trained(result: dict) -> dict:
+    """The row of a VQA or grounding result at the setting nearest the model's own keep ratio and detect layer."""
+    return result["by_setting"][result["trained_row"]]
+
+
+def _body(folder: Path, link: str) -> str:
+    """A task report without its title, its pictures linked from the demo folder."""
+    report = (folder / "report.md").read_text().split("\n", 1)[1]
+    return re.sub(r"\]\((\w+\.png)\)", lambda m: f"]({link}/{m[1]})", report)
+
+
+def _karpathy_sections(out: Path) -> tuple[list[str], list[str]]:
+    """Headlines and sections of retrieval and captioning: zero-shot beside fine-tuned, then each report."""
     zero = {t: json.loads((out / f"zero_shot_{t}" / "eval.json").read_text()) for t in ("retrieval", "caption")}
     tuned = {t: json.loads((out / t / "eval" / "eval.json").read_text()) for t in ("retrieval", "caption")}
     config = json.loads((out / "retrieval" / "train_config.json").read_text())
@@ -198,12 +244,10 @@ def downstream_report(out: Path, seconds: dict[str, float]) -> tuple[Path, list[
         f"fine-tuned (one constant caption for all: {constant['CIDEr-D']:.3f}); BLEU-4 "
         f"{cap_zero['scores']['BLEU-4']:.3f} -> {cap_tuned['scores']['BLEU-4']:.3f}",
     ]
-    lines = ["# COPA downstream demo", "", f"Pretrained model `{pretrained_at}`, fine-tuned at {size} px on the "
-             "train split of a synthetic Karpathy-format set (`copa synth --karpathy`) and evaluated on its test "
-             "split (five captions per image).", "", "## Figures", ""] + [f"- {h}" for h in headline]  # fmt: skip
-    lines += ["", "## Steps", ""]
-    lines += _table(["step", "seconds"], [[name, f"{s:.1f}"] for name, s in seconds.items()])
-    lines += ["", "## Zero-shot and fine-tuned, at each model's own keep ratio", ""]
+    lines = ["", "## Retrieval and captioning", "", f"Pretrained model `{pretrained_at}`, fine-tuned at {size} px on "
+             "the train split of a synthetic Karpathy-format set (`copa synth --karpathy`) and evaluated on its test "
+             "split (five captions per image). Zero-shot and fine-tuned, at each model's own keep ratio:",
+             ""]  # fmt: skip
     recall = lambda r, d: " / ".join(f"{v:.3f}" for v in r[d].values())  # noqa: E731
     lines += _table(
         ["retrieval", "keep", "text->image R@1 / 5 / 10", "image->text R@1 / 5 / 10", "mean recall"],
@@ -221,6 +265,4 @@ def downstream_report(out: Path, seconds: dict[str, float]) -> tuple[Path, list[
         report = (out / task / "eval" / "report.md").read_text()
         body = report.split("\n", 1)[1].replace("](retrieval_examples.png)", f"]({task}/eval/retrieval_examples.png)")
         lines += ["", f"## Fine-tuned {task}", "", f"![loss curves]({task}/loss_curves.png)", body]
-    path = out / "downstream.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path, headline
+    return headline, lines

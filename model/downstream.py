@@ -20,7 +20,8 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -28,7 +29,7 @@ import torch
 
 from model.copa import COPA
 from model.cost import count
-from model.evaluate import EvalSet, _batches
+from model.evaluate import EvalSet, slices
 from model.tokenizer import CaptionTokenizer
 from model.tpd import detector_boxes
 from model.vqa_metrics import (
@@ -50,34 +51,43 @@ def settings(layer_options: list[tuple[int, ...]], keep_ratios: tuple[float, ...
     return out + [(layers, r) for layers in layer_options for r in keep_ratios if r != 1.0]
 
 
+@contextmanager
+def detection(model: COPA, setting: Setting) -> Iterator[None]:
+    """The model's detectors at ``setting`` (detect layers, one keep ratio for all) inside the block."""
+    own = (model.cfg.vision.detect_layers, model.cfg.vision.keep_ratios)
+    layers, ratio = setting
+    model.set_detection(layers, (ratio,) * len(layers))
+    try:
+        yield
+    finally:
+        model.set_detection(*own)
+
+
 def sweep(model: COPA, chosen: list[Setting], probe: Callable, run: Callable[[], tuple[object, int]]) -> list[dict]:
     """For each setting: the counted FLOPs of ``probe()`` (which also warms the setting's shapes up), then ``run()``
     timed; rows of {detect_layers, keep_ratio, output, items_per_s, flops}."""
-    own = (model.cfg.vision.detect_layers, model.cfg.vision.keep_ratios)
     rows = []
-    try:
-        for layers, ratio in chosen:
-            model.set_detection(layers, (ratio,) * len(layers))
+    for layers, ratio in chosen:
+        with detection(model, (layers, ratio)):
             flops = count(probe).total_flops
             start = time.perf_counter()
             output, items = run()
             seconds = time.perf_counter() - start
-            rows.append({"detect_layers": list(layers), "keep_ratio": ratio, "output": output,
-                         "items_per_s": items / seconds, "flops": flops})  # fmt: skip
-    finally:
-        model.set_detection(*own)
+        rows.append({"detect_layers": list(layers), "keep_ratio": ratio, "output": output,
+                     "items_per_s": items / seconds, "flops": flops})  # fmt: skip
     return rows
 
 
-def _trained_row(rows: list[dict], model: COPA) -> dict:
-    """The row nearest the setting the model was trained at."""
+def _trained_row(rows: list[dict], model: COPA) -> int:
+    """The index of the row nearest the setting the model was trained at."""
     layers, ratio = list(model.cfg.vision.detect_layers), model.cfg.vision.keep_ratios[0]
-    return min(rows, key=lambda r: (r["detect_layers"] != layers, abs(r["keep_ratio"] - ratio)))
+    return min(range(len(rows)), key=lambda i: (rows[i]["detect_layers"] != layers, abs(rows[i]["keep_ratio"] - ratio)))
 
 
-def _inputs(data: EvalSet, tokenizer: CaptionTokenizer, part: list[int], device) -> tuple:
+def _inputs(data: EvalSet, tokenizer: CaptionTokenizer, part: list[int], device, shift: int = 0) -> tuple:
+    """Pixels, ids and mask of the texts ``part``, each with its own picture, or the picture ``shift`` images on."""
     tokens = tokenizer([data.captions[c] for c in part])
-    image = data.pixels([data.caption_image[c] for c in part], device)
+    image = data.pixels([(data.caption_image[c] + shift) % len(data.keys) for c in part], device)
     return image, tokens["input_ids"].to(device), tokens["attention_mask"].to(device)
 
 
@@ -123,13 +133,15 @@ def answer_questions(
     candidates: list[str] | None = None,
     k: int = 128,
     max_len: int = 8,
+    shift: int = 0,
 ) -> list[str]:
     """The answers to ``data.captions[c]`` for c in ``questions``: written greedily by the decoder, or the best of
-    ``candidates`` (``COPA.rank_answers``, its top ``k`` first tokens re-scored)."""
+    ``candidates`` (``COPA.rank_answers``, its top ``k`` first tokens re-scored). With ``shift``, each question is
+    asked of the picture ``shift`` images after its own."""
     ranked = tokenizer(candidates)["input_ids"].to(device) if candidates else None
     out = []
-    for s in _batches(len(questions), batch_size):
-        image, ids, mask = _inputs(data, tokenizer, questions[s], device)
+    for s in slices(len(questions), batch_size):
+        image, ids, mask = _inputs(data, tokenizer, questions[s], device, shift)
         if ranked is None:
             out += [tokenizer.decode(row) for row in model.generate(image, max_len, prefix_ids=ids).cpu().tolist()]
         else:
@@ -152,7 +164,9 @@ def vqa_task(
 ) -> dict:
     """Every question of ``data`` answered at each setting; the official accuracy per answer type (questions with
     answers), questions per second and GFLOPs per question; the official results file's rows
-    ({question_id, answer}) and examples at the setting nearest the model's own."""
+    ({question_id, answer}) and examples at the setting nearest the model's own. Also, at that setting, the share
+    of answers that change when each question is asked of another picture: near 0, the model answers from the
+    question alone (the language prior), whatever its accuracy."""
     model.eval()
     questions = list(range(len(data.captions)))
     scored = [c for c in questions if answers[c]["answers"]]
@@ -170,7 +184,11 @@ def vqa_task(
     rows = sweep(model, chosen, probe_pass, run)
     majority = majority_answers([(a, t) for _, a, t in records(questions)]) if scored else {}
     baseline = [majority.get(answers[c]["answer_type"], "") for c in questions]
-    trained = _trained_row(rows, model)["output"]
+    own = _trained_row(rows, model)
+    trained = rows[own]["output"]
+    # does the model look? the same questions asked of the next picture, at the same setting: how many answers change
+    with detection(model, chosen[own]):
+        look = answer_questions(model, tokenizer, data, questions, batch_size, device, candidates, k, shift=1)
     table = [
         {"detect_layers": r["detect_layers"], "keep_ratio": r["keep_ratio"],
          **(accuracy_by_type(records(r["output"])) if scored else {}),
@@ -188,8 +206,11 @@ def vqa_task(
         "questions": len(questions),
         "scored_questions": len(scored),
         "answering": "ranked" if candidates else "generated",
+        "trained_row": own,
         "candidates": len(candidates) if candidates else 0,
         "by_setting": table,
+        "answers_changed_with_another_picture": sum(a != b for a, b in zip(trained, look, strict=True))
+        / len(questions),
         "majority_answers": majority,
         "majority_baseline": accuracy_by_type(records(baseline)) if scored else {},
         "results": [{"question_id": answers[c]["question_id"], "answer": trained[c]} for c in questions],
@@ -206,7 +227,7 @@ def ground_expressions(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The box head's boxes [n, 4] for ``data.captions[c]`` (c in ``expressions``) and the detector's boxes [n, 4]."""
     heads, detected = [], []
-    for s in _batches(len(expressions), batch_size):
+    for s in slices(len(expressions), batch_size):
         box, vis = model.ground(*_inputs(data, tokenizer, expressions[s], device))
         heads.append(box.cpu().numpy())
         detected.append(detector_boxes(vis.logits[0], vis.scored_idx[0], model.cfg.vision.grid_size).cpu().numpy())
@@ -238,7 +259,8 @@ def grounding_task(
 
     rows = sweep(model, chosen, lambda: model.ground(*_inputs(data, tokenizer, probe, device)), run)
     fixed, fixed_accuracy = best_fixed_box(gold, gold)
-    head, detected = _trained_row(rows, model)["output"]
+    own = _trained_row(rows, model)
+    head, detected = rows[own]["output"]
     ious = box_iou(head, gold)
     examples = [
         {"key": data.keys[data.caption_image[c]], "image": data.jpegs[data.caption_image[c]],
@@ -257,6 +279,7 @@ def grounding_task(
         "task": "grounding",
         "images": len(data.keys),
         "expressions": len(expressions),
+        "trained_row": own,
         "by_setting": table,
         "best_fixed_box": {"box": np.asarray(fixed).tolist(), "accuracy": fixed_accuracy},
         "examples": examples,

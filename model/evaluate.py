@@ -119,7 +119,8 @@ def load_eval_set(urls: list[str], img_size: int, patch_size: int, max_images: i
     return eval_set(read_samples(urls, max_images), img_size, patch_size, source)
 
 
-def _batches(n: int, size: int) -> Iterator[slice]:
+def slices(n: int, size: int) -> Iterator[slice]:
+    """Consecutive slices of at most ``size`` that cover ``range(n)``: the batches of an evaluation."""
     for start in range(0, n, size):
         yield slice(start, min(n, start + size))
 
@@ -133,7 +134,7 @@ def detector_scores(
     model.set_detection(layers, (keep_ratio,) * len(layers))
     pairs = np.flatnonzero(data.labelled)
     hits = kept_total = positives = full = 0
-    for part in _batches(len(pairs), batch_size):
+    for part in slices(len(pairs), batch_size):
         idx = pairs[part]
         tokens = tokenizer([data.captions[i] for i in idx])
         image = data.pixels([data.caption_image[i] for i in idx], device)
@@ -182,9 +183,9 @@ def retrieval_ranks(sim_CI: np.ndarray, caption_image: np.ndarray) -> tuple[np.n
 def itc_similarities(model: COPA, data: EvalSet, tokenizer: CaptionTokenizer, batch_size: int, device) -> np.ndarray:
     """Cosine similarities [C, I] of every caption's and every image's ITC embeddings (the image from its own
     [CLS] query, as at inference)."""
-    img_IE = torch.cat([model.encode_image(data.pixels(s, device)).cpu() for s in _batches(len(data.keys), batch_size)])
+    img_IE = torch.cat([model.encode_image(data.pixels(s, device)).cpu() for s in slices(len(data.keys), batch_size)])
     txt = []
-    for s in _batches(len(data.captions), batch_size):
+    for s in slices(len(data.captions), batch_size):
         tokens = tokenizer(data.captions[s])
         txt.append(model.encode_text(tokens["input_ids"].to(device), tokens["attention_mask"].to(device)).cpu())
     return (torch.cat(txt) @ img_IE.t()).numpy()
@@ -231,7 +232,7 @@ def rerank_with_itm(
     pairs |= {(i, int(c)) for i in range(sim_CI.shape[1]) for c in top_txt_kI[:, i]}
     pairs = sorted(pairs)  # by image
     encoded = 0
-    for s in _batches(len(pairs), batch_size):
+    for s in slices(len(pairs), batch_size):
         chunk = pairs[s]
         images, where = np.unique([i for i, _ in chunk], return_inverse=True)
         shared_UND = model.vision.forward_shared(data.pixels(images.tolist(), device))
@@ -259,7 +260,7 @@ def write_captions(
     beside its references."""
     ids = []
     prompt = None if prompt_ids is None else prompt_ids.to(device)
-    for s in _batches(len(images), batch_size):
+    for s in slices(len(images), batch_size):
         ids += model.generate(data.pixels(images[s], device), prefix_ids=prompt, beams=beams).cpu().tolist()
     owner = np.asarray(data.caption_image)
     return [

@@ -26,6 +26,7 @@ BENCHMARKS = {
     "loader": "streaming loader samples/s per worker vs a plain webdataset decode-and-batch loop; augmentation cost",
     "inspect": "the streamed manifest summary and a --where query over 4M rows vs pyarrow reading them all at once",
     "members": "bytes and read/write cost of every sample carrying pta.npy vs schema 1's layout, at the 4M mix",
+    "vqa": "VQA inference questions/s and counted GFLOPs per question at each keep ratio and detect layer vs keep 1.0",
     "gpu": "the GPU check: model benchmark in bf16 on every CUDA device, 50 steps of base under torchrun/nccl",
 }
 

@@ -41,7 +41,8 @@ def test_the_downstream_demo_pretrains_fine_tunes_and_evaluates_both_tasks(tmp_p
     out = tmp_path / "downstream"
     args = ["--downstream", "--out", str(out), "--images", "120", "--samples-per-shard", "50", "--steps", "3",
             "--batch-size", "4", "--karpathy", "20", "--finetune-size", "160", "--retrieval-steps", "2",
-            "--caption-steps", "2", "--itm-rerank", "2"]  # fmt: skip
+            "--caption-steps", "2", "--itm-rerank", "2", "--vqa", "20", "--refexp", "30", "--vqa-steps", "2",
+            "--grounding-steps", "2"]  # fmt: skip
     assert demo.main(args) == 0
     printed = capsys.readouterr().out
     assert "retrieval on 4 test images: text->image R@1" in printed and "captioning: CIDEr-D" in printed
@@ -56,3 +57,9 @@ def test_the_downstream_demo_pretrains_fine_tunes_and_evaluates_both_tasks(tmp_p
         assert f"## Fine-tuned {task}" in report
     assert "](retrieval/eval/retrieval_examples.png)" in report
     Image.open(out / "retrieval" / "eval" / "retrieval_examples.png").verify()
+    vqa = json.loads((out / "vqa" / "eval_val" / "eval.json").read_text())
+    assert [(r["detect_layers"], r["keep_ratio"]) for r in vqa["by_setting"]][:2] == [([3], 1.0), ([3], 0.7)]
+    assert {tuple(r["detect_layers"]) for r in vqa["by_setting"]} == {(3,), (5,)}  # two detect layers
+    for split in ("val", "testA", "testB"):
+        assert json.loads((out / "grounding" / f"eval_{split}" / "eval.json").read_text())["expressions"] > 0
+    assert "## VQA" in report and "## Grounding" in report

@@ -34,8 +34,9 @@ def test_vqa_finetunes_and_evaluates_every_question_at_each_setting(pretrained, 
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert "loss_vqa" in lines[-1] and "loss_itc" not in lines[-1]
     test = tasks_corpus["vqa_val"]
-    assert evaluate.main(["--task", "vqa", "--checkpoint", str(run), "--shards", str(test), "--keep-ratios",
-                          "1.0,0.5", "--detect-layers", "1", "2", "--out", str(out), "--pictures", "2"]) == 0  # fmt: skip
+    args = ["--task", "vqa", "--checkpoint", str(run), "--shards", str(test), "--keep-ratios", "1.0,0.5",
+            "--detect-layers", "1", "2", "--out", str(out), "--pictures", "2"]  # fmt: skip
+    assert evaluate.main(args) == 0
     result = json.loads((out / "eval.json").read_text())
     table = pq.read_table(test / "answers.parquet").to_pylist()
     assert result["questions"] == result["scored_questions"] == len(table)  # every question of the split
@@ -52,6 +53,7 @@ def test_vqa_finetunes_and_evaluates_every_question_at_each_setting(pretrained, 
     mean = sum(vqa_accuracy(r["answer"], answers[r["question_id"]]) for r in results) / len(results)
     assert trained["overall"] == pytest.approx(mean)
     assert 0 < result["majority_baseline"]["overall"] < 1
+    assert 0 <= result["answers_changed_with_another_picture"] <= 1
     report = (out / "report.md").read_text()
     assert "| majority answer per type |" in report and "vqa_examples.png" in report
     for picture in ("tradeoff.png", "vqa_examples.png"):
