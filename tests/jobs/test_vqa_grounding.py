@@ -87,3 +87,26 @@ def test_vqa_without_an_answers_table_is_named(pretrained, tasks_corpus, tmp_pat
             "--out", str(tmp_path / "run"), *TINY, "--steps", "1", "--quiet"]  # fmt: skip
     assert finetune.main(args) == 2
     assert "answers.parquet: no answers table beside the shards" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_grounding_learns_beyond_the_best_fixed_box(learning_corpus, tasks_corpus, tmp_path):
+    """A tiny model pretrained 300 steps at 64 px, fine-tuned for grounding 1,000 steps on the 300 training
+    pictures, finds the referents of the 128 val expressions more often than the best fixed box does (measured
+    0.14 against 0.08), and the box head's correction of the detector's box helps (0.14 against 0.11)."""
+    pre = tmp_path / "pre"
+    args = ["--shards", str(learning_corpus), "--out", str(pre), "--preset", "tiny", "--vocab-size", "300", *TINY,
+            "--batch-size", "32", "--steps", "300", "--lr", "1e-3", "--set", "model.vision.img_size=64",
+            "--quiet"]  # fmt: skip
+    assert train.main(args) == 0
+    run, out = tmp_path / "grounding", tmp_path / "eval"
+    args = ["--task", "grounding", "--from", str(pre), "--data", str(tasks_corpus["refexp_train"]),
+            "--out", str(run), *TINY, "--batch-size", "32", "--steps", "1000", "--lr", "1e-3", "--warmup-steps", "10",
+            "--quiet"]  # fmt: skip
+    assert finetune.main(args) == 0
+    test = ["--shards", str(tasks_corpus["refexp_val"]), "--keep-ratios", "0.5"]
+    assert evaluate.main(["--task", "grounding", "--checkpoint", str(run), *test, "--out", str(out)]) == 0
+    result = json.loads((out / "eval.json").read_text())
+    row = result["by_setting"][0]
+    assert row["accuracy"] > result["best_fixed_box"]["accuracy"]
+    assert row["accuracy"] > row["detector_accuracy"] - 0.02  # the head does not undo what the detector finds
