@@ -104,7 +104,7 @@ def _read_captions(file: JsonFile, images: _Images, warn: Warner) -> list[list |
     return captions
 
 
-def _read_categories(file: JsonFile, warn: Warner) -> dict[int, str]:
+def read_categories(file: JsonFile, warn: Warner) -> dict[int, str]:
     names: dict[int, str] = {}
     for position, rec in enumerate(file.items("categories.item")):
         cat_id = int_id(rec.get("id")) if isinstance(rec, dict) else None
@@ -147,7 +147,7 @@ class _Boxes:
 
 
 def _read_instances(file: JsonFile, images: _Images, stats: Counter, warn: Warner) -> _Boxes:
-    categories = _read_categories(file, warn)
+    categories = read_categories(file, warn)
     boxes = _Boxes(len(images.ids))
     label_index = {cat_id: i for i, cat_id in enumerate(categories)}
     boxes.labels = list(categories.values())

@@ -21,6 +21,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import BinaryIO
 
 import ijson
@@ -339,10 +340,18 @@ def rejected_row(spec: SourceSpec, keys: KeyRegistry, base: str, status: str, er
 # --- the reader --------------------------------------------------------------------------------------------------
 
 
+@dataclass(slots=True)
+class BadRecord:
+    """A record of a per-image reader that cannot be a row: its place in the file, the reason and the details."""
+
+    index: int
+    status: str
+    error: str
+
+
 def keyed_rows(
     spec: SourceSpec,
     records: Iterable,
-    bad_type: type,
     locate: Callable[[object], tuple[str, str, str]],
     image_row: Callable[[object, str], SourceRow],
 ) -> Iterator[SourceRow]:
@@ -355,12 +364,12 @@ def keyed_rows(
     records = list(records)
     keys = KeyRegistry(spec.name)
     for record in records:
-        if not isinstance(record, bad_type):
+        if not isinstance(record, BadRecord):
             record.key_id = natural_key_id(record.image_id, record.path)
             record.duplicate_of = keys.claim(record.key_id, record)
     for record in records:
         tag, where, _ = locate(record)
-        if isinstance(record, bad_type):
+        if isinstance(record, BadRecord):
             yield rejected_row(spec, keys, tag, record.status, record.error)
         elif record.duplicate_of is not None:
             other = record.duplicate_of

@@ -37,6 +37,7 @@ from pipeline.readers.common import (
     BAD_RECORD,
     CAPTION_ERRORS,
     PATH_ERRORS,
+    BadRecord,
     caption_row,
     check_image_path,
     ijson_backend,
@@ -58,15 +59,8 @@ class _Image:
     duplicate_of: _Image | None = None
 
 
-@dataclass(slots=True)
-class _Bad:
-    index: int
-    status: str
-    error: str
-
-
-def _records(path: str, splits: set[str], stats: Counter) -> list[_Image | _Bad]:
-    records: list[_Image | _Bad] = []
+def _records(path: str, splits: set[str], stats: Counter) -> list[_Image | BadRecord]:
+    records: list[_Image | BadRecord] = []
     count = 0
     with open_binary(path) as raw:
         try:
@@ -74,7 +68,7 @@ def _records(path: str, splits: set[str], stats: Counter) -> list[_Image | _Bad]
                 index = count - 1
                 if not isinstance(image, dict):
                     error = f"{path} images[{index}]: expected an object, got {type(image).__name__}"
-                    records.append(_Bad(index, BAD_RECORD, error))
+                    records.append(BadRecord(index, BAD_RECORD, error))
                     continue
                 if image.get("split") not in splits:
                     stats[f"split_{image.get('split')}"] += 1  # another split's image: not a row of this source
@@ -84,7 +78,7 @@ def _records(path: str, splits: set[str], stats: Counter) -> list[_Image | _Bad]
                 rel, reason = check_image_path(raw_path)
                 if rel is None:
                     records.append(
-                        _Bad(index, reason, f"{path} images[{index}]: {PATH_ERRORS[reason]}: {show(raw_path)}")
+                        BadRecord(index, reason, f"{path} images[{index}]: {PATH_ERRORS[reason]}: {show(raw_path)}")
                     )
                     continue
                 sentences = image.get("sentences")
@@ -104,11 +98,11 @@ def read(spec: SourceSpec, stats: Counter | None = None) -> Iterator[SourceRow]:
     path = spec.files["annotations"]
     records = _records(path, set(spec.splits or KARPATHY_SPLITS), stats if stats is not None else Counter())
 
-    def locate(record: _Image | _Bad) -> tuple[str, str, str]:
+    def locate(record: _Image | BadRecord) -> tuple[str, str, str]:
         return f"image{record.index}", f"{path} images[{record.index}]", f"images[{record.index}]"
 
     def image_row(record: _Image, where: str) -> SourceRow:
         row, reason = caption_row(spec, record.key_id, record.path, record.captions)
         return row.reject(reason, f"{where}: {CAPTION_ERRORS[reason]}") if reason else row
 
-    return keyed_rows(spec, records, _Bad, locate, image_row)
+    return keyed_rows(spec, records, locate, image_row)

@@ -42,10 +42,11 @@ from dataclasses import dataclass, field
 
 from manifests.schema import make_key
 from pipeline.geometry import BOX_CLIPPED, clip_xywh
-from pipeline.readers.coco import _read_categories
+from pipeline.readers.coco import read_categories
 from pipeline.readers.common import (
     BAD_RECORD,
     PATH_ERRORS,
+    BadRecord,
     Warner,
     check_image_path,
     image_size,
@@ -75,16 +76,9 @@ class _Picture:
     duplicate_of: _Picture | None = None
 
 
-@dataclass(slots=True)
-class _Bad:
-    index: int
-    status: str
-    error: str
-
-
-def _expressions(file: JsonFile, warn: Warner) -> tuple[list[_Picture | _Bad], set[int]]:
+def _expressions(file: JsonFile, warn: Warner) -> tuple[list[_Picture | BadRecord], set[int]]:
     """Pictures (at their first expression) and bad records in ``images`` order, and the ids of every expression."""
-    records: list[_Picture | _Bad] = []
+    records: list[_Picture | BadRecord] = []
     by_path: dict[str, _Picture] = {}
     known: set[int] = set()
     count = num_with_caption = 0
@@ -92,13 +86,13 @@ def _expressions(file: JsonFile, warn: Warner) -> tuple[list[_Picture | _Bad], s
         index = count - 1
         if not isinstance(rec, dict):
             error = f"{file.path} images[{index}]: expected an object, got {type(rec).__name__}"
-            records.append(_Bad(index, BAD_RECORD, error))
+            records.append(BadRecord(index, BAD_RECORD, error))
             continue
         num_with_caption += "caption" in rec
         rel, reason = check_image_path(rec.get("file_name"))
         if rel is None:
             error = f"{file.path} images[{index}]: {PATH_ERRORS[reason]}: {show(rec.get('file_name'))}"
-            records.append(_Bad(index, reason, error))
+            records.append(BadRecord(index, reason, error))
             continue
         picture = by_path.get(rel)
         if picture is None:
@@ -178,9 +172,9 @@ def read(spec: SourceSpec, stats: Counter | None = None) -> Iterator[SourceRow]:
     file = JsonFile(spec.files["annotations"], f"source {spec.name}: annotations")
     records, known = _expressions(file, warn)
     boxes = _annotations(file, known, warn)
-    names = _read_categories(file, warn)
+    names = read_categories(file, warn)
 
-    def locate(record: _Picture | _Bad) -> tuple[str, str, str]:
+    def locate(record: _Picture | BadRecord) -> tuple[str, str, str]:
         return f"image{record.index}", f"{file.path} images[{record.index}]", f"images[{record.index}]"
 
     def image_row(picture: _Picture, where: str) -> SourceRow:
@@ -200,4 +194,4 @@ def read(spec: SourceSpec, stats: Counter | None = None) -> Iterator[SourceRow]:
             return row.reject(picture.reason or NO_CAPTION, f"{where}: no usable expression among {picture.num_raw}")
         return row.reject(NO_CAPTION, f"{where}: none of its {len(picture.expressions)} expressions has a usable box")
 
-    return keyed_rows(spec, records, _Bad, locate, image_row)
+    return keyed_rows(spec, records, locate, image_row)

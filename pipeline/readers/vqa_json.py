@@ -38,6 +38,7 @@ import pyarrow as pa
 from pipeline.readers.common import (
     BAD_RECORD,
     PATH_ERRORS,
+    BadRecord,
     Warner,
     check_image_path,
     keyed_rows,
@@ -69,13 +70,6 @@ class _Picture:
     duplicate_of: _Picture | None = None
 
 
-@dataclass(slots=True)
-class _Bad:
-    index: int
-    status: str
-    error: str
-
-
 def _answers(value: object, stats: Counter) -> list[str]:
     if value is None:
         return []
@@ -84,10 +78,10 @@ def _answers(value: object, stats: Counter) -> list[str]:
     return answer_texts([value], stats)
 
 
-def _entries(file: JsonFile, warn: Warner, answers: AnswerColumns | None) -> list[_Picture | _Bad]:
+def _entries(file: JsonFile, warn: Warner, answers: AnswerColumns | None) -> list[_Picture | BadRecord]:
     """Pictures (at their first entry) and bad entries, in list order."""
     path = file.path
-    records: list[_Picture | _Bad] = []
+    records: list[_Picture | BadRecord] = []
     by_path: dict[str, _Picture] = {}
     ids: set[int] = set()
     count = 0
@@ -95,12 +89,12 @@ def _entries(file: JsonFile, warn: Warner, answers: AnswerColumns | None) -> lis
         index = count - 1
         if not isinstance(entry, dict):
             error = f"expected an object with 'image' and 'question', got {type(entry).__name__}"
-            records.append(_Bad(index, BAD_RECORD, f"{path} entry {index}: {error}"))
+            records.append(BadRecord(index, BAD_RECORD, f"{path} entry {index}: {error}"))
             continue
         rel, reason = check_image_path(entry.get("image"))
         if rel is None:
             error = f"{path} entry {index}: {PATH_ERRORS[reason]}: {show(entry.get('image'))}"
-            records.append(_Bad(index, reason, error))
+            records.append(BadRecord(index, reason, error))
             continue
         qid = question_id(entry.get("question_id"))
         if qid is None:
@@ -136,7 +130,7 @@ def _rows(
     records = _entries(file, Warner(Counter() if stats is None else stats), answers)
     questions_of: dict[str, list[Question]] = {}
 
-    def locate(record: _Picture | _Bad) -> tuple[str, str, str]:
+    def locate(record: _Picture | BadRecord) -> tuple[str, str, str]:
         return f"entry{record.index}", f"{path} entry {record.index}", f"entry {record.index}"
 
     def image_row(record: _Picture, where: str) -> SourceRow:
@@ -146,7 +140,7 @@ def _rows(
         questions_of[row.key] = record.questions
         return row
 
-    for row in keyed_rows(spec, records, _Bad, locate, image_row):
+    for row in keyed_rows(spec, records, locate, image_row):
         yield row, questions_of.pop(row.key, [])
 
 

@@ -52,6 +52,7 @@ from pipeline.readers.common import (
     BAD_RECORD,
     CAPTION_ERRORS,
     PATH_ERRORS,
+    BadRecord,
     caption_row,
     check_image_path,
     gc_paused,
@@ -76,13 +77,6 @@ class _Image:
     duplicate_of: _Image | None = None
 
 
-@dataclass(slots=True)
-class _Bad:
-    line: int
-    status: str
-    error: str
-
-
 def _as_list(value: object) -> list:
     return value if isinstance(value, list) else [value]
 
@@ -102,31 +96,31 @@ def _size(entry: dict) -> tuple[int, int]:
     return 0, 0
 
 
-def _parse(text: str, number: int, path: str) -> dict | _Bad:
+def _parse(text: str, number: int, path: str) -> dict | BadRecord:
     try:
         entry = json.loads(text)
     except (ValueError, RecursionError) as err:  # JSONDecodeError is a ValueError; absurd nesting recurses
-        return _Bad(number, BAD_RECORD, f"{path}:{number}: not valid JSON: {err}")
+        return BadRecord(number, BAD_RECORD, f"{path}:{number}: not valid JSON: {err}")
     if not isinstance(entry, dict):
         got = type(entry).__name__
-        return _Bad(number, BAD_RECORD, f"{path}:{number}: expected an object with 'image' and 'elems', got {got}")
+        return BadRecord(number, BAD_RECORD, f"{path}:{number}: expected an object with 'image' and 'elems', got {got}")
     return entry
 
 
 def _add(records: dict, number: int, text: str, path: str) -> None:
     entry = _parse(text, number, path)
-    if isinstance(entry, _Bad):
+    if isinstance(entry, BadRecord):
         records[number] = entry
         return
     rel, reason = check_image_path(entry.get("image"))
     if rel is None:
         error = f"{path}:{number}: {PATH_ERRORS[reason]}: {show(entry.get('image'))}"
-        records[number] = _Bad(number, reason, error)
+        records[number] = BadRecord(number, reason, error)
         return
     elems = entry.get("elems", [])
     if not isinstance(elems, list):
         error = f"{path}:{number}: 'elems' must be a list of objects, got {type(elems).__name__}"
-        records[number] = _Bad(number, BAD_RECORD, error)
+        records[number] = BadRecord(number, BAD_RECORD, error)
         return
     image = records.get(rel)
     if image is None:
@@ -151,9 +145,9 @@ def _lines(f: BinaryIO, chunk_size: int = 1 << 20) -> Iterator[bytes]:
         yield tail
 
 
-def _group(path: str) -> dict[str | int, _Image | _Bad]:
+def _group(path: str) -> dict[str | int, _Image | BadRecord]:
     """Image path -> merged lines (line number -> bad line), in file order."""
-    records: dict[str | int, _Image | _Bad] = {}
+    records: dict[str | int, _Image | BadRecord] = {}
     with open_binary(path) as f, gc_paused():
         for number, raw in enumerate(_lines(f), start=1):
             text = raw.decode("utf-8", errors="surrogateescape")  # bad bytes -> surrogates -> rejected captions
@@ -257,10 +251,11 @@ def read(spec: SourceSpec, stats: Counter | None = None) -> Iterator[SourceRow]:
     path = spec.files["annotations"]
     stats = Counter() if stats is None else stats
 
-    def locate(record: _Image | _Bad) -> tuple[str, str, str]:
-        return f"line{record.line}", f"{path}:{record.line}", f"line {record.line}"
+    def locate(record: _Image | BadRecord) -> tuple[str, str, str]:
+        line = record.index if isinstance(record, BadRecord) else record.line  # a bad record's index is its line
+        return f"line{line}", f"{path}:{line}", f"line {line}"
 
     def image_row(record: _Image, where: str) -> SourceRow:
         return _image_row(spec, record, where, stats)
 
-    return keyed_rows(spec, _group(path).values(), _Bad, locate, image_row)
+    return keyed_rows(spec, _group(path).values(), locate, image_row)

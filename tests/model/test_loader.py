@@ -6,6 +6,8 @@ import io
 import json
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
@@ -81,7 +83,7 @@ def collect(loader: StreamingLoader) -> dict[str, dict]:
         assert batch["input_ids"].shape[0] == B and batch["has_labels"].dtype == torch.bool
         for i, key in enumerate(batch["keys"]):
             assert key not in seen, f"{key} seen twice"
-            seen[key] = {k: batch[k][i] for k in ("image", "coverage", "has_labels", "captions")}
+            seen[key] = {k: batch[k][i] for k in ("image", "coverage", "has_labels", "captions", "box", "has_box")}
     return seen
 
 
@@ -162,6 +164,9 @@ def test_flip_moves_coverage_with_the_image(tmp_path):
     assert cov[1:3, : GRID // 2].all() and cov[:, GRID // 2 :].sum() == 0  # left half only
     np.testing.assert_array_equal(flipped["coverage"].numpy(), cov[:, ::-1])
     assert flipped["coverage"][:, : GRID // 2].sum() == 0 and flipped["coverage"][1:3, GRID // 2 :].all()
+    # the caption's referent box moves too (grounding's target)
+    assert plain["box"].tolist() == left_box[0] and plain["has_box"]
+    torch.testing.assert_close(flipped["box"], torch.tensor([0.5, 0.25, 1.0, 0.75]))
     # the pixels moved too (resize interpolation differs a little between PIL and OpenCV)
     assert (flipped["image"] - plain["image"].flip(-1)).abs().mean() < 0.1
     assert (flipped["image"] - plain["image"]).abs().mean() > 0.3
@@ -330,3 +335,21 @@ def test_resampled_mode_gives_every_rank_a_full_nominal_epoch(dataset):
             k for keys_, _ in batches_of(StreamingLoader(cfg, tokenize, 0 + rank, 2)) for k in keys_
         ]
     assert per_rank[0] != per_rank[1]  # each rank draws its own shards
+
+
+def test_vqa_answers_are_drawn_per_epoch_by_how_many_gave_them(dataset, tmp_path):
+    root, keys = dataset
+    table = tmp_path / "answers.parquet"
+    rows = [{"key": k, "index": 0, "answers": ["red", "red", "red", "blue"]} for k in keys[1:]]  # keys[0]: none
+    pq.write_table(pa.Table.from_pylist(rows), table)
+    drawn, skipped = [], 0
+    for epoch in range(12):
+        loader = StreamingLoader(config(root, answers=str(table)), tokenize, rank=0, world_size=1)
+        loader.set_epoch(epoch)
+        for batch in loader:
+            assert batch["answer_ids"].shape[0] == len(batch["keys"]) == len(batch["answers"])
+            drawn += [a for a, c in zip(batch["answers"], batch["captions"], strict=True) if c.startswith("caption 0")]
+        skipped += loader.stats.skipped.get("answer", 0)
+    assert skipped >= 1  # a question without answers is skipped and counted, epoch after epoch
+    share = drawn.count("red") / len(drawn)
+    assert set(drawn) == {"red", "blue"} and 0.6 < share < 0.9  # 3 of 4 gave "red"

@@ -14,6 +14,7 @@ from pipeline.readers.common import (
     BAD_RECORD,
     CAPTION_ERRORS,
     PATH_ERRORS,
+    BadRecord,
     SurrogateGuard,
     caption_row,
     check_image_path,
@@ -53,22 +54,15 @@ class _Image:
     duplicate_of: _Image | None = None
 
 
-@dataclass(slots=True)
-class _Bad:
-    index: int
-    status: str
-    error: str
-
-
 def _add(records: dict, index: int, entry: object, path: str) -> None:
     if not isinstance(entry, dict):
         error = f"{path} entry {index}: expected an object with 'image' and 'caption', got {type(entry).__name__}"
-        records[index] = _Bad(index, BAD_RECORD, error)
+        records[index] = BadRecord(index, BAD_RECORD, error)
         return
     rel, reason = check_image_path(entry.get("image"))
     if rel is None:
         error = f"{path} entry {index}: {PATH_ERRORS[reason]}: {show(entry.get('image'))}"
-        records[index] = _Bad(index, reason, error)
+        records[index] = BadRecord(index, reason, error)
         return
     image = records.get(rel)
     if image is None:
@@ -79,9 +73,9 @@ def _add(records: dict, index: int, entry: object, path: str) -> None:
         image.add_captions(entry["caption"])
 
 
-def _group(path: str) -> dict[str | int, _Image | _Bad]:
+def _group(path: str) -> dict[str | int, _Image | BadRecord]:
     """Path -> image (int index -> bad entry), in file order."""
-    records: dict[str | int, _Image | _Bad] = {}
+    records: dict[str | int, _Image | BadRecord] = {}
     count = 0
     with open_binary(path) as raw, gc_paused():
         guard = SurrogateGuard(raw)
@@ -103,11 +97,11 @@ def read(spec: SourceSpec, stats: Counter | None = None) -> Iterator[SourceRow]:
     There are no boxes, so ``stats`` gets nothing: every problem is a rejected row."""
     path = spec.files["annotations"]
 
-    def locate(record: _Image | _Bad) -> tuple[str, str, str]:
+    def locate(record: _Image | BadRecord) -> tuple[str, str, str]:
         return f"entry{record.index}", f"{path} entry {record.index}", f"entry {record.index}"
 
     def image_row(record: _Image, where: str) -> SourceRow:
         row, reason = caption_row(spec, record.key_id, record.path, record.caption_list())
         return row.reject(reason, f"{where}: {CAPTION_ERRORS[reason]}") if reason else row
 
-    return keyed_rows(spec, _group(path).values(), _Bad, locate, image_row)
+    return keyed_rows(spec, _group(path).values(), locate, image_row)
