@@ -110,3 +110,22 @@ def test_grounding_learns_beyond_the_best_fixed_box(learning_corpus, tasks_corpu
     row = result["by_setting"][0]
     assert row["accuracy"] > result["best_fixed_box"]["accuracy"]
     assert row["accuracy"] > row["detector_accuracy"] - 0.02  # the head does not undo what the detector finds
+
+
+def test_the_synthetic_files_round_trip_through_ingest_and_pack(tasks_corpus):
+    """Every question of the official files reaches the answers table beside its shards with its ten answers, and
+    every expression of the MDETR files reaches the shards with its box (the synthetic sets, read by the readers)."""
+    corpus = tasks_corpus["vqa_train"].parent / "corpus"
+    for split in ("train", "val"):
+        questions = json.loads((corpus / "vqa" / f"v2_OpenEnded_mscoco_{split}_questions.json").read_text())
+        annotations = json.loads((corpus / "vqa" / f"v2_mscoco_{split}_annotations.json").read_text())
+        table = pq.read_table(tasks_corpus[f"vqa_{split}"] / "answers.parquet").to_pylist()
+        assert sorted(r["question_id"] for r in table) == sorted(q["question_id"] for q in questions["questions"])
+        given = {a["question_id"]: [x["answer"] for x in a["answers"]] for a in annotations["annotations"]}
+        assert all(r["answers"] == given[r["question_id"]] for r in table)
+    for split in ("train", "val", "testA", "testB"):
+        entries = json.loads((corpus / "refexp" / f"finetune_refcoco+_{split}.json").read_text())
+        packed = [pq.read_table(m).to_pylist() for m in tasks_corpus[f"refexp_{split}"].glob("*.parquet")]
+        rows = [r for rows in packed for r in rows if r["status"] == "ok"]
+        assert sum(r["num_captions"] for r in rows) == len(entries["images"]) == len(entries["annotations"])
+        assert all(n == 1 for r in rows for n in r["num_relevant"])  # each expression names its one referent
