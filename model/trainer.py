@@ -181,8 +181,12 @@ def wrap_ddp(model: COPA, device_ids: list[int] | None = None) -> DistributedDat
     """``model`` in DDP. No buffer broadcast: the only buffers that change are the momentum queues, which every rank
     fills with the same gathered features (model/momentum.py); at ``base`` broadcasting them would send 128 MiB
     from rank 0 every step. A loss of weight 0 is not computed, so the parameters only it uses get no gradient
-    (fine-tuning tasks): DDP must then look for them, or it would leave their bucket's gradients un-averaged."""
+    (fine-tuning tasks): DDP must then look for them, or it would leave their bucket's gradients un-averaged. The box
+    head serves grounding alone: without it, it is frozen, so that DDP leaves it out instead of looking for it in
+    every pretraining step."""
     lc = model.cfg.loss
+    if not lc.w_ground:
+        model.box_head.requires_grad_(False)
     unused = not all(getattr(lc, w) for w in ("w_itc", "w_itm", "w_mlm", "w_prefixlm", "w_pta"))
     return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False, find_unused_parameters=unused)
 

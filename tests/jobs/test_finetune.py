@@ -15,15 +15,6 @@ from model.checkpoint import list_checkpoints, load_checkpoint
 TINY = ["--batch-size", "8", "--workers", "0", "--threads", "1", "--log-every", "1"]
 
 
-@pytest.fixture(scope="module")
-def pretrained(small_corpus, tmp_path_factory):
-    """A tiny model pretrained for two steps at 32 px."""
-    run = tmp_path_factory.mktemp("pretrained") / "run"
-    args = ["--shards", str(small_corpus), "--out", str(run), "--preset", "tiny", "--vocab-size", "300", *TINY]
-    assert train.main([*args, "--steps", "2", "--quiet"]) == 0
-    return run
-
-
 def metrics(run) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 

@@ -14,15 +14,6 @@ from model.vqa_metrics import vqa_accuracy
 from tests.jobs.test_finetune import TINY
 
 
-@pytest.fixture(scope="module")
-def pretrained(small_corpus, tmp_path_factory):
-    """A tiny model pretrained for two steps at 32 px."""
-    run = tmp_path_factory.mktemp("pretrained") / "run"
-    args = ["--shards", str(small_corpus), "--out", str(run), "--preset", "tiny", "--vocab-size", "300", *TINY]
-    assert train.main([*args, "--steps", "2", "--quiet"]) == 0
-    return run
-
-
 def test_vqa_finetunes_and_evaluates_every_question_at_each_setting(pretrained, tasks_corpus, tmp_path):
     run, out = tmp_path / "vqa", tmp_path / "eval"
     args = ["--task", "vqa", "--from", str(pretrained), "--data", str(tasks_corpus["vqa_train"]), "--out", str(run),
