@@ -65,7 +65,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="--downstream: the tasks, comma-separated (default: %(default)s)")  # fmt: skip
     p.add_argument("--vqa", type=int, default=500,
                    help="--downstream: pictures of the VQA set, 4/5 train, 1/5 val (default: %(default)s)")  # fmt: skip
-    p.add_argument("--refexp", type=int, default=500, help="--downstream: pictures of the grounding set, 3/5 train, "
+    p.add_argument("--refexp", type=int, default=2000, help="--downstream: pictures of the grounding set, 3/5 train, "
                    "1/5 each val, testA, testB (default: %(default)s)")  # fmt: skip
     p.add_argument("--vqa-steps", type=int, default=400, help="--downstream: fine-tuning steps (default: 400)")
     p.add_argument("--grounding-steps", type=int, default=400, help="--downstream: fine-tuning steps (default: 400)")

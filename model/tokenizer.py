@@ -48,18 +48,35 @@ ALPHABET = string.ascii_lowercase + string.digits + string.punctuation
 
 
 def build_wordpiece(captions: Iterable[str], vocab_size: int = 8000, min_frequency: int = 2) -> Tokenizer:
-    """Train an uncased WordPiece vocabulary on ``captions`` (streamed) with ``SPECIAL_TOKENS`` as ids 0..4."""
+    """Train an uncased WordPiece vocabulary on ``captions`` with ``SPECIAL_TOKENS`` as ids 0..4; the same captions
+    give the same vocabulary in every process.
+
+    The library's trainer numbers the "##c" pieces in hash order, which changes from process to process, and breaks
+    ties between equally frequent merges by those numbers, so the vocabulary itself changed from run to run
+    (huggingface/tokenizers#1794). Here every "##c" the words can hold is numbered up front in sorted order (passed
+    as extra special tokens), then the vocabulary is reloaded as a plain WordPiece model, where they are ordinary
+    pieces."""
     if vocab_size <= len(SPECIAL_TOKENS):
         raise ValueError(f"vocab_size must exceed the {len(SPECIAL_TOKENS)} special tokens, got {vocab_size}")
+    captions = list(captions)  # read twice; the trainer reads at most ``tokenizer_captions`` of them
     tokenizer = _bert_input(Tokenizer(models.WordPiece(unk_token="[UNK]")))
+    seen = set().union(*(tokenizer.normalizer.normalize_str(c) for c in set("".join(captions))))  # char by char
+    pieces = sorted(  # the characters that can continue a word (not spaces, punctuation or CJK); "12" is "1", "##2"
+        f"##{c}"
+        for c in seen.union(string.ascii_lowercase + string.digits)
+        if len(tokenizer.pre_tokenizer.pre_tokenize_str(f"a{c}")) == 1
+    )
     trainer = trainers.WordPieceTrainer(
         vocab_size=vocab_size,
         min_frequency=min_frequency,
-        special_tokens=list(SPECIAL_TOKENS),
+        special_tokens=[*SPECIAL_TOKENS, *pieces],
         initial_alphabet=list(ALPHABET),
         show_progress=False,
     )
     tokenizer.train_from_iterator(captions, trainer=trainer)
+    vocab = tokenizer.get_vocab(with_added_tokens=False)
+    tokenizer = _bert_input(Tokenizer(models.WordPiece(vocab, unk_token="[UNK]")))
+    tokenizer.add_special_tokens(list(SPECIAL_TOKENS))
     return _bert_output(tokenizer)
 
 
